@@ -1,0 +1,648 @@
+"""The :class:`Cache` object and its lock protocol.
+
+Files
+-----
+``<root>/.lock``
+    The whole-cache lock: the file and protocol uv uses for its own cache
+    (flock; shared for normal work, exclusive for whole-cache work).
+``<root>/locks/<name>.lock``
+    One lock per package, ``<name>`` being the canonical project name.
+``<root>/locks/<name>.gate`` and ``<root>/locks/.root.gate``
+    Writer-intent gates (see :mod:`pkgcache._processlock`): a waiting
+    writer holds the gate so later readers queue behind it.
+``<root>/CACHEDIR.TAG``
+    The standard tag that tells backup tools to skip the folder.
+
+Lock files are created on first use and then never truncated, renamed or
+deleted: deleting a lock file that someone holds lets a second process lock
+a new file of the same name, and both believe they hold the lock.
+
+Modes
+-----
+=============================  ==================  ==========================
+call                           ``<root>/.lock``    ``locks/<name>.lock``
+=============================  ==================  ==========================
+``reading()``                  shared              --
+``reading("a", "b")``          shared              shared on ``a``, ``b``
+``exclusive("a", "b")``        shared              exclusive on ``a``, ``b``
+``exclusive()``                exclusive           -- (covers every package)
+=============================  ==================  ==========================
+
+Shared locks exclude exclusive ones on the same file, across the threads of a
+process and across processes. So ``exclusive("a")`` waits for every
+``reading("a")`` and ``exclusive("a")``, but not for work on ``b``; and
+``exclusive()`` waits for every other call, since they all hold the root
+shared. A bare ``reading()`` does not block ``exclusive("a")``: it guards
+against whole-cache operations only.
+
+Order
+-----
+Locks are taken in one global order: the root lock first, then packages by
+canonical name (sorted). Two calls that both follow the order cannot wait
+for each other in a cycle, so multi-package calls never deadlock.
+
+A thread may nest calls. Re-entering a lock it holds never waits (shared in
+shared, anything in exclusive; inside ``exclusive()`` every package lock is
+already covered). Asking for exclusive where it holds shared raises
+:class:`~pkgcache.LockUpgradeError` at once. A nested call that needs a lock
+*earlier* in the order than one the thread holds tries it without waiting
+and raises :class:`~pkgcache.LockOrderError` if it is busy: waiting there
+could deadlock against a thread that acquires in order.
+
+Next to other tools
+-------------------
+uv takes ``<root>/.lock`` shared for its normal commands and exclusive for
+``uv cache clean`` and ``uv cache prune``, so it waits for pkgcache and
+pkgcache waits for it; uv knows nothing of package locks or gates (its
+readers can overtake a waiting ``exclusive()``). A tool that takes no lock
+at all is not excluded by anything.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import math
+import os
+import threading
+import time
+from collections.abc import Iterable
+from logging import DEBUG
+from pathlib import Path
+from types import TracebackType
+from typing import Generic, TypeVar
+
+from packaging.utils import NormalizedName
+
+from . import _oslock
+from ._errors import (
+    CacheError,
+    CachePermissionError,
+    LockOrderError,
+    LockTimeout,
+    NotLockedError,
+    UnsafePathError,
+)
+from ._holders import Holder, holders_of
+from ._names import canonical_name
+from ._processlock import (
+    EXCLUSIVE,
+    MODE_NAMES,
+    NONE,
+    SHARED,
+    Expired,
+    LockDir,
+    LockTable,
+    ProcessLock,
+    _File,
+)
+from ._waits import _watchdog, logger
+
+__all__ = ["DEFAULT_TIMEOUT", "Cache", "CacheTransaction", "CacheView"]
+
+CACHEDIR_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by pkgcache.\n"
+    "# For information about cache directory tags, see:\n"
+    "#\thttps://bford.info/cachedir/\n"
+)
+LOCKS_DIR = "locks"
+ROOT_LOCK = ".lock"
+ROOT_GATE = ".root.gate"
+
+
+class _DefaultTimeout:
+    """Marker for "the timeout given to the :class:`Cache`"."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DEFAULT_TIMEOUT"
+
+
+#: Use the cache's own timeout (the default of every ``timeout=`` argument).
+DEFAULT_TIMEOUT = _DefaultTimeout()
+
+_table = LockTable()
+_spaces: dict[str, _Space] = {}
+_spaces_mutex = threading.Lock()
+_local = threading.local()
+_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _spaces_mutex, _local, _generation  # noqa: PLW0603
+    _generation += 1
+    _spaces_mutex = threading.Lock()
+    _local = threading.local()
+    _table.after_fork_in_child()
+    _watchdog.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical(name: str) -> NormalizedName:
+    return canonical_name(name)
+
+
+def _canonical_sorted(names: tuple[str, ...]) -> tuple[NormalizedName, ...]:
+    if len(names) == 1:
+        return (_canonical(names[0]),)
+    return tuple(sorted({_canonical(name) for name in names}))
+
+
+class _Space:
+    """The locks of one cache root, shared by every :class:`Cache` on it."""
+
+    def __init__(self, root: str, locks_path: str) -> None:
+        self.root = root
+        self.locks_path = locks_path
+        self.root_dir, self.locks_dir = self._open_layout()
+        self.root_lock = self._new_lock(
+            None, _File(self.root_dir, ROOT_LOCK), _File(self.locks_dir, ROOT_GATE)
+        )
+        self._packages: dict[str, ProcessLock] = {}
+        self._mutex = threading.Lock()
+
+    def _open_layout(self) -> tuple[LockDir, LockDir]:
+        root = self.root
+        try:
+            os.makedirs(root, exist_ok=True)
+        except FileExistsError as exc:
+            raise UnsafePathError(root, "the cache root is not a directory") from exc
+        except NotADirectoryError as exc:
+            raise UnsafePathError(root, "a parent of the cache root is a file") from exc
+        except PermissionError as exc:
+            raise CachePermissionError(
+                f"cannot create cache root {root}: {exc}"
+            ) from exc
+        root_fd = _oslock.open_directory(root, dir_fd=None, display=root)
+        dir_fd: int | None = root_fd if os.mkdir in os.supports_dir_fd else None
+        locks_name = (
+            LOCKS_DIR if os.path.join(root, LOCKS_DIR) == self.locks_path else None
+        )
+        try:
+            if locks_name is None:
+                os.makedirs(self.locks_path, exist_ok=True)
+                locks_fd = _oslock.open_directory(
+                    self.locks_path, dir_fd=None, display=self.locks_path
+                )
+            else:
+                try:
+                    if dir_fd is None:
+                        os.mkdir(self.locks_path)
+                    else:
+                        os.mkdir(locks_name, dir_fd=dir_fd)
+                except FileExistsError:
+                    pass
+                except OSError as exc:
+                    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                        raise
+                    # A read-only cache: fine if the folder is already there.
+                locks_fd = _oslock.open_directory(
+                    locks_name if dir_fd is not None else self.locks_path,
+                    dir_fd=dir_fd,
+                    display=self.locks_path,
+                )
+            self._write_cachedir_tag(dir_fd)
+        except FileNotFoundError as exc:
+            _oslock.close(root_fd)
+            raise CachePermissionError(
+                f"cannot create {self.locks_path}: the cache is read-only"
+            ) from exc
+        except BaseException:
+            _oslock.close(root_fd)
+            raise
+        return LockDir(root, root_fd), LockDir(self.locks_path, locks_fd)
+
+    def _write_cachedir_tag(self, dir_fd: int | None) -> None:
+        flags = (
+            os.O_WRONLY
+            | os.O_CREAT
+            | os.O_EXCL
+            | getattr(os, "O_NOFOLLOW", 0)
+            | getattr(os, "O_CLOEXEC", 0)
+        )
+        try:
+            if dir_fd is None:
+                fd = os.open(os.path.join(self.root, "CACHEDIR.TAG"), flags, 0o644)
+            else:
+                fd = os.open("CACHEDIR.TAG", flags, 0o644, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS):
+                return
+            raise
+        try:
+            os.write(fd, CACHEDIR_TAG.encode())
+        finally:
+            os.close(fd)
+
+    def _new_lock(
+        self, package: str | None, lock_file: _File, gate_file: _File
+    ) -> ProcessLock:
+        lock = ProcessLock(
+            _table,
+            (self.root, 0 if package is None else 1, package or ""),
+            package,
+            lock_file,
+            gate_file,
+        )
+        _table.register(lock)
+        return lock
+
+    def package_lock(self, name: NormalizedName) -> ProcessLock:
+        lock = self._packages.get(name)
+        if lock is None:
+            with self._mutex:
+                lock = self._packages.get(name)
+                if lock is None:
+                    lock = self._new_lock(
+                        name,
+                        _File(self.locks_dir, f"{name}.lock"),
+                        _File(self.locks_dir, f"{name}.gate"),
+                    )
+                    self._packages[name] = lock
+        return lock
+
+    def known_packages(self) -> list[NormalizedName]:
+        """Canonical names of every package lock file in the locks folder."""
+        names = []
+        try:
+            entries = os.listdir(self.locks_path)
+        except OSError:
+            return []
+        for entry in entries:
+            stem, dot, suffix = entry.rpartition(".")
+            if dot and suffix == "lock":
+                try:
+                    canonical = _canonical(stem)
+                except CacheError:
+                    continue
+                if canonical == stem:
+                    names.append(canonical)
+        return sorted(names)
+
+
+def _space_for(root: str, locks_path: str) -> _Space:
+    space = _spaces.get(locks_path)
+    if space is None:
+        with _spaces_mutex:
+            space = _spaces.get(locks_path)
+            if space is None:
+                space = _spaces[locks_path] = _Space(root, locks_path)
+    return space
+
+
+def _resolve_timeout(
+    timeout: float | _DefaultTimeout | None, default: float | None
+) -> float | None:
+    if isinstance(timeout, _DefaultTimeout):
+        return default
+    if timeout is None:
+        return None
+    if not isinstance(timeout, (int, float)) or math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
+    return float(timeout)
+
+
+class CacheView:
+    """What ``with cache.reading(...)`` gives: proof of shared locks.
+
+    Attributes:
+        cache: the :class:`Cache`.
+        packages: canonical names of the packages locked, sorted. Empty for
+            a whole-cache hold.
+    """
+
+    def __init__(self, cache: Cache, packages: tuple[NormalizedName, ...]) -> None:
+        self.cache = cache
+        self.packages = packages
+        self._open = True
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the ``with`` block that gave this handle is still open."""
+        return self._open
+
+    def covers(self, package: str) -> NormalizedName:
+        """Return the canonical name if this handle holds ``package``, else raise.
+
+        Raises:
+            InvalidPackageName: ``package`` is not a valid name.
+            NotLockedError: the block is closed, or ``package`` is not held.
+        """
+        name = _canonical(package)
+        if not self._open:
+            raise NotLockedError(
+                f"this {type(self).__name__} was used after its with-block ended"
+            )
+        if name not in self.packages:
+            held = ", ".join(self.packages) or "no package"
+            raise NotLockedError(
+                f"package {name!r} is not locked by this {type(self).__name__} "
+                f"(it holds {held}); name it when entering the with-block"
+            )
+        return name
+
+    def __repr__(self) -> str:
+        state = "open" if self._open else "closed"
+        name = type(self).__name__
+        return f"<{name} {list(self.packages)} of {self.cache.root} ({state})>"
+
+
+class CacheTransaction(CacheView):
+    """What ``with cache.exclusive(...)`` gives: proof of exclusive locks.
+
+    Inside ``exclusive()`` (no packages) it covers every package.
+    """
+
+    def __init__(
+        self, cache: Cache, packages: tuple[NormalizedName, ...], whole_cache: bool
+    ) -> None:
+        super().__init__(cache, packages)
+        self.whole_cache = whole_cache
+
+    def covers(self, package: str) -> NormalizedName:
+        if self.whole_cache and self._open:
+            return _canonical(package)
+        return super().covers(package)
+
+
+H = TypeVar("H", bound=CacheView)
+
+
+class LockRequest(Generic[H]):
+    """A context manager that takes a set of locks on entry, releases on exit.
+
+    Returned by :meth:`Cache.reading` and :meth:`Cache.exclusive`; each
+    request can be entered once.
+    """
+
+    __slots__ = (
+        "_cache",
+        "_exclusive",
+        "_generation",
+        "_handle",
+        "_names",
+        "_taken",
+        "_thread",
+        "_timeout",
+    )
+
+    def __init__(
+        self,
+        cache: Cache,
+        names: tuple[NormalizedName, ...],
+        exclusive: bool,
+        timeout: float | None,
+        handle: H,
+    ) -> None:
+        self._cache = cache
+        self._names = names
+        self._exclusive = exclusive
+        self._timeout = timeout
+        self._handle = handle
+        self._taken: list[ProcessLock] | None = None
+        self._thread = 0
+        self._generation = 0
+
+    def __enter__(self) -> H:
+        if self._taken is not None:
+            raise RuntimeError("a lock request can be entered only once")
+        self._thread = thread = threading.get_ident()
+        self._generation = _generation
+        self._taken = self._cache._acquire(
+            self._names, self._exclusive, self._timeout, thread
+        )
+        return self._handle
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        taken = self._taken
+        self._handle._open = False
+        if not taken or self._generation != _generation:
+            return  # a forked child forgets its parent's locks
+        self._taken = []
+        thread = self._thread
+        held = _local.held
+        if held[-len(taken) :] == taken:
+            del held[-len(taken) :]
+        else:
+            for lock in taken:
+                held.remove(lock)
+        for lock in reversed(taken):
+            lock.release(thread)
+        if logger.isEnabledFor(DEBUG):
+            logger.debug("released %s", ", ".join(lock.what for lock in taken))
+
+
+class Cache:
+    """A package cache shared by threads and processes.
+
+    ``Cache(root)`` does no I/O. The root, ``<root>/.lock``, ``<root>/locks/``
+    and ``<root>/CACHEDIR.TAG`` are created on first use; a cache that
+    exists but cannot be written can still be read.
+
+    Every :class:`Cache` object on the same root (after resolving links) in
+    one process shares one set of locks, so two objects behave like one.
+    Objects are safe to share between threads and survive ``fork()`` (the
+    child holds none of the parent's locks).
+
+    Args:
+        root: the cache folder.
+        timeout: default seconds to wait for a lock; ``None`` waits forever,
+            ``0`` never waits.
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, timeout: float | None = None
+    ) -> None:
+        self._root = Path(os.path.abspath(os.fspath(root)))
+        self._real_root = os.path.realpath(self._root)
+        self.timeout = _resolve_timeout(timeout, None)
+        self._locks_path = os.path.join(self._real_root, LOCKS_DIR)
+        self._space: _Space | None = None
+
+    @property
+    def root(self) -> Path:
+        """The cache folder, as given (made absolute)."""
+        return self._root
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self._root)!r}, timeout={self.timeout!r})"
+
+    def _open_space(self) -> _Space:
+        self._space = _space_for(self._real_root, self._locks_path)
+        return self._space
+
+    # -- the lock API ----------------------------------------------------------
+
+    def reading(
+        self, *packages: str, timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT
+    ) -> LockRequest[CacheView]:
+        """Hold shared locks: the whole cache, and each package named.
+
+        ``with cache.reading("a", "b") as view:`` takes ``<root>/.lock`` shared,
+        then ``locks/a.lock`` and ``locks/b.lock`` shared, in that order. It
+        waits for exclusive holders of any of those files and blocks
+        ``exclusive("a")``, ``exclusive("b")`` and ``exclusive()`` until the
+        block ends. Readers never wait for each other, but a waiting writer
+        is not overtaken: readers that arrive after it wait for it.
+
+        Args:
+            packages: project names (any spelling; canonicalized).
+            timeout: seconds to wait in all; ``None`` waits forever; by
+                default the cache's timeout.
+
+        Raises:
+            InvalidPackageName: a name is not a valid project name (nothing
+                touches the disk).
+            LockTimeout: the locks were not all granted in time; none is held.
+            LockOrderError: a nested call needed a lock earlier in the global
+                order than one this thread holds, and it was busy.
+        """
+        names = _canonical_sorted(packages) if packages else ()
+        return LockRequest(
+            self,
+            names,
+            False,
+            _resolve_timeout(timeout, self.timeout),
+            CacheView(self, names),
+        )
+
+    def exclusive(
+        self, *packages: str, timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT
+    ) -> LockRequest[CacheTransaction]:
+        """Hold exclusive locks: each package named, or the whole cache.
+
+        ``with cache.exclusive("a", "b") as txn:`` takes ``<root>/.lock``
+        shared, then ``locks/a.lock`` and ``locks/b.lock`` exclusive. It waits
+        until no other thread or process holds ``a`` or ``b`` in any mode (or
+        the whole cache exclusively), and work on other packages goes on.
+
+        ``with cache.exclusive() as txn:`` takes ``<root>/.lock`` exclusive:
+        it waits for every other holder of any lock of this cache (and for
+        uv commands on the same folder), and blocks them all until it ends.
+
+        Args:
+            packages: project names (any spelling; canonicalized).
+            timeout: seconds to wait in all; ``None`` waits forever; by
+                default the cache's timeout.
+
+        Raises:
+            InvalidPackageName: a name is not a valid project name.
+            LockTimeout: the locks were not all granted in time; none is held.
+            LockUpgradeError: this thread holds one of these locks shared.
+            LockOrderError: see :meth:`reading`.
+            CachePermissionError: the cache is read-only for this process.
+        """
+        names = _canonical_sorted(packages) if packages else ()
+        return LockRequest(
+            self,
+            names,
+            True,
+            _resolve_timeout(timeout, self.timeout),
+            CacheTransaction(self, names, whole_cache=not names),
+        )
+
+    def _acquire(
+        self,
+        names: tuple[NormalizedName, ...],
+        exclusive: bool,
+        timeout: float | None,
+        thread: int,
+    ) -> list[ProcessLock]:
+        space = self._space or self._open_space()
+        root = space.root_lock
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        if root.mode_of(thread) == EXCLUSIVE:
+            # exclusive() already covers every package of this cache.
+            plan = [(root, exclusive)]
+        else:
+            plan = [(root, exclusive and not names)]
+            plan += [(space.package_lock(name), exclusive) for name in names]
+        try:
+            held: list[ProcessLock] = _local.held
+        except AttributeError:
+            held = _local.held = []
+        taken: list[ProcessLock] = []
+        for lock, lock_exclusive in plan:
+            before = lock.depth(thread)
+            out_of_order = (
+                before == 0
+                and bool(held)
+                and any(other.key > lock.key for other in held)
+            )
+            try:
+                lock.acquire(lock_exclusive, -1.0 if out_of_order else deadline, thread)
+                taken.append(lock)
+            except BaseException as exc:
+                # Undo exactly what this call added, even if an interrupt
+                # landed between a lock's bookkeeping and ``taken.append``.
+                while lock.depth(thread) > before:
+                    lock.release(thread)
+                for other in reversed(taken):
+                    other.release(thread)
+                if not isinstance(exc, Expired):
+                    raise
+                if out_of_order:
+                    raise LockOrderError(
+                        f"{lock.what} is busy, and this thread already holds a lock "
+                        f"later in the lock order ({_describe_later(held, lock)}); "
+                        "waiting could deadlock. Take all the locks in one call, "
+                        "or release the later ones first"
+                    ) from None
+                raise LockTimeout(
+                    root=str(self._root),
+                    package=lock.package,
+                    mode=MODE_NAMES[EXCLUSIVE if lock_exclusive else SHARED],
+                    waited=time.monotonic() - start,
+                    holders=holders_of([lock]),
+                ) from None
+        held += taken
+        if logger.isEnabledFor(DEBUG):
+            logger.debug(
+                "acquired %s %s after %.6f s",
+                "exclusive" if exclusive else "shared",
+                ", ".join(lock.what for lock in taken),
+                time.monotonic() - start,
+            )
+        return taken
+
+    def holders(self, *packages: str) -> list[Holder]:
+        """Who holds or waits for locks of this cache, right now.
+
+        With package names, reports those packages' locks; without, the
+        whole-cache lock and every package lock file in the cache. Holders in
+        other processes are found on Linux (``/proc/locks``); elsewhere only
+        this process's threads are reported.
+        """
+        space = self._space or self._open_space()
+        if packages:
+            locks = [space.package_lock(name) for name in _canonical_sorted(packages)]
+        else:
+            locks = [space.root_lock]
+            locks.extend(space.package_lock(name) for name in space.known_packages())
+        return holders_of(locks)
+
+    def lock_path(self, package: str | None = None) -> Path:
+        """The lock file of ``package``, or of the whole cache for ``None``."""
+        if package is None:
+            return Path(self._real_root, ROOT_LOCK)
+        return Path(self._locks_path, f"{_canonical(package)}.lock")
+
+
+def _describe_later(held: Iterable[ProcessLock], lock: ProcessLock) -> str:
+    return ", ".join(sorted({other.what for other in held if other.key > lock.key}))
+
+
+__all__ += ["LockRequest"]
+_ = NONE  # re-exported constant used by tests

@@ -1,0 +1,145 @@
+"""The exceptions pkgcache raises.
+
+Every error derives from :class:`CacheError`. Where a caller would naturally
+catch a builtin exception, the pkgcache error also subclasses it:
+:class:`InvalidPackageName` is a :class:`ValueError` and :class:`LockTimeout`
+is a :class:`TimeoutError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._holders import Holder
+
+__all__ = [
+    "CacheError",
+    "CachePermissionError",
+    "InvalidKey",
+    "InvalidPackageName",
+    "LockOrderError",
+    "LockTimeout",
+    "LockUpgradeError",
+    "NotLockedError",
+    "UnsafePathError",
+]
+
+
+class CacheError(Exception):
+    """Base class of every error pkgcache raises."""
+
+
+class InvalidPackageName(CacheError, ValueError):
+    """A string that is not a valid Python project name was used as one.
+
+    Raised before anything touches the file system: a package name is never
+    a path.
+    """
+
+    def __init__(self, name: object, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"invalid package name {name!r}: {reason}")
+
+
+class InvalidKey(CacheError, ValueError):
+    """An entry key is not a safe relative path inside a package's folder."""
+
+    def __init__(self, key: object, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"invalid entry key {key!r}: {reason}")
+
+
+class UnsafePathError(CacheError):
+    """A path inside the cache is not what pkgcache created there.
+
+    For example a lock file replaced by a symbolic link, a directory or a
+    FIFO, or an entry that has become a symbolic link. pkgcache refuses to
+    use it and leaves whatever it points to untouched.
+    """
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"refusing to use {path}: {reason}")
+
+
+class CachePermissionError(CacheError, PermissionError):
+    """The cache (or part of it) cannot be written by this process.
+
+    A read-only cache can still be read with :meth:`Cache.reading`; writes and
+    exclusive locks raise this error.
+    """
+
+
+class LockTimeout(CacheError, TimeoutError):
+    """A lock was not granted before the timeout expired.
+
+    Nothing is held when this is raised: locks taken earlier by the same call
+    are released again.
+
+    Attributes:
+        package: the canonical package name, or ``None`` for the whole-cache
+            lock.
+        mode: ``"shared"`` or ``"exclusive"``.
+        waited: seconds spent waiting.
+        holders: who held the lock when the wait gave up (see
+            :meth:`Cache.holders`).
+        root: the cache root.
+    """
+
+    def __init__(
+        self,
+        *,
+        root: str,
+        package: str | None,
+        mode: str,
+        waited: float,
+        holders: Sequence[Holder] = (),
+    ) -> None:
+        self.root = root
+        self.package = package
+        self.mode = mode
+        self.waited = waited
+        self.holders = tuple(holders)
+        what = "the whole cache" if package is None else f"package {package!r}"
+        message = (
+            f"timed out after {waited:.3f} s waiting for the {mode} lock on {what}"
+            f" in {root}"
+        )
+        if self.holders:
+            message += "; held by " + "; ".join(h.describe() for h in self.holders)
+        else:
+            message += "; no holder could be identified"
+        super().__init__(message)
+
+
+class LockUpgradeError(CacheError, RuntimeError):
+    """A thread asked for an exclusive lock while it holds the shared one.
+
+    flock cannot upgrade atomically: a failed upgrade silently drops the
+    shared lock. pkgcache refuses the request at once instead; release the
+    shared lock first, or ask for the exclusive lock from the start.
+    """
+
+
+class LockOrderError(CacheError, RuntimeError):
+    """A nested acquisition would have waited against the global lock order.
+
+    Locks are always taken in one order (the whole-cache lock, then packages
+    sorted by canonical name). A thread that already holds a lock later in
+    that order may still take an earlier one, but only if it is free at once:
+    waiting could deadlock with a thread that acquires in order.
+    """
+
+
+class NotLockedError(CacheError, RuntimeError):
+    """A handle was used for a package it does not hold, or after its block.
+
+    A view or transaction is the proof that a lock is held: it only reaches
+    the packages named when it was opened, and only while its ``with`` block
+    is open.
+    """

@@ -1,0 +1,216 @@
+"""The system calls under every lock, and nothing else.
+
+pkgcache uses one lock family everywhere: ``flock(2)`` on POSIX (the family uv,
+portalocker and filelock use, so their locks and ours see each other), and
+``LockFileEx`` through portalocker on Windows. POSIX record locks
+(``fcntl``/``lockf``) are never used: they do not exclude the threads of one
+process and closing *any* descriptor of the file drops them.
+
+Lock files are opened so that a planted file cannot be abused:
+
+* ``O_NOFOLLOW``: a symbolic link at the lock path is refused, never followed
+  (filelock CVE-2025-68146 truncated the link's target);
+* never ``O_TRUNC``, with an explicit mode of ``0o644``: opening a lock file
+  never changes its content;
+* ``O_NONBLOCK`` on open: a FIFO planted at the path cannot block the open,
+  and is refused after ``fstat`` like any other non-regular file;
+* ``O_CLOEXEC``: a program started with ``exec`` inherits no lock;
+* relative to a directory descriptor opened with ``O_NOFOLLOW``, so a folder
+  swapped for a link cannot redirect lock files outside the cache.
+
+Descriptors are opened read-write (NFS emulates flock with POSIX locks, which
+need write access for an exclusive lock). On a read-only cache they fall back
+to read-only, and such a descriptor only ever takes shared locks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import mmap
+import os
+import stat
+import sys
+
+from ._errors import CacheError, CachePermissionError, UnsafePathError
+
+__all__ = [
+    "close",
+    "lock",
+    "map_intent_byte",
+    "open_directory",
+    "open_lock_file",
+    "try_lock",
+    "unlock",
+]
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_HAVE_DIR_FD = os.open in os.supports_dir_fd
+
+_READ_ONLY_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def _describe_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "it is a directory, not a lock file"
+    if stat.S_ISFIFO(mode):
+        return "it is a FIFO, not a lock file"
+    if stat.S_ISLNK(mode):
+        return "it is a symbolic link"
+    return "it is not a regular file"
+
+
+def _unsafe_from_errno(exc: OSError, display: str) -> CacheError | None:
+    if exc.errno == errno.ELOOP:
+        return UnsafePathError(display, "it is a symbolic link")
+    if exc.errno in (errno.EISDIR, errno.ENOTDIR):
+        return UnsafePathError(display, "it is a directory, not a lock file")
+    if exc.errno == errno.ENXIO:
+        return UnsafePathError(display, "it is a FIFO or device, not a lock file")
+    return None
+
+
+def open_directory(name: str, *, dir_fd: int | None, display: str) -> int:
+    """Open a folder for use as ``dir_fd``; refuse a link in place of ``name``.
+
+    With ``dir_fd=None`` ``name`` is the cache root chosen by the caller, and
+    links in it are followed like in any path the user gives us.
+    """
+    flags = os.O_RDONLY | _DIRECTORY | _CLOEXEC
+    if dir_fd is not None:
+        flags |= _NOFOLLOW
+    try:
+        if dir_fd is None or not _HAVE_DIR_FD:
+            return os.open(name, flags)
+        return os.open(name, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePathError(display, "it is a symbolic link") from exc
+        if exc.errno == errno.ENOTDIR:
+            raise UnsafePathError(display, "it is not a directory") from exc
+        raise
+
+
+def open_lock_file(name: str, *, dir_fd: int | None, display: str) -> tuple[int, bool]:
+    """Open (creating if needed) the lock file ``name`` in ``dir_fd``.
+
+    Returns the descriptor and whether it is writable. Never truncates, never
+    follows a link, never blocks on a FIFO.
+
+    Raises:
+        UnsafePathError: the path is a link, a folder, a FIFO or a device.
+        CachePermissionError: the file does not exist and cannot be created.
+    """
+
+    def _open(flags: int) -> int:
+        if dir_fd is None or not _HAVE_DIR_FD:
+            return os.open(name, flags, 0o644)
+        return os.open(name, flags, 0o644, dir_fd=dir_fd)
+
+    base = _NOFOLLOW | _CLOEXEC | _NONBLOCK
+    writable = True
+    try:
+        fd = _open(os.O_RDWR | os.O_CREAT | base)
+    except OSError as exc:
+        unsafe = _unsafe_from_errno(exc, display)
+        if unsafe is not None:
+            raise unsafe from exc
+        if exc.errno not in _READ_ONLY_ERRNOS:
+            raise
+        writable = False
+        try:
+            fd = _open(os.O_RDONLY | base)
+        except FileNotFoundError:
+            raise CachePermissionError(
+                f"cannot create lock file {display}: {exc.strerror}"
+            ) from exc
+        except OSError as exc2:
+            unsafe = _unsafe_from_errno(exc2, display)
+            if unsafe is not None:
+                raise unsafe from exc2
+            raise
+    try:
+        mode = os.fstat(fd).st_mode
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise UnsafePathError(display, _describe_kind(mode))
+    return fd, writable
+
+
+def map_intent_byte(fd: int, writable: bool, display: str) -> mmap.mmap | None:
+    """Map byte 0 of a gate file, where a waiting writer announces itself.
+
+    The byte is extended into an empty gate file we may write (never
+    truncated). A gate file with more than one link is refused: writing the
+    byte would change a file outside the cache. Returns ``None`` when the
+    file cannot hold the byte (an empty file in a read-only cache).
+    """
+    st = os.fstat(fd)
+    if st.st_nlink != 1:
+        raise UnsafePathError(display, "it has more than one hard link")
+    if st.st_size < 1:
+        if not writable:
+            return None
+        os.pwrite(fd, b"\0", 0)
+    return mmap.mmap(fd, 1, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
+
+
+def close(fd: int) -> None:
+    """Close a lock descriptor, ignoring a descriptor already gone."""
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+if sys.platform != "win32":
+    import fcntl
+
+    _LOCK_SH = fcntl.LOCK_SH
+    _LOCK_EX = fcntl.LOCK_EX
+    _LOCK_NB = fcntl.LOCK_NB
+    _LOCK_UN = fcntl.LOCK_UN
+    _flock = fcntl.flock
+
+    def try_lock(fd: int, exclusive: bool) -> bool:
+        """Take the lock if it is free at once; return whether it was taken."""
+        try:
+            _flock(fd, (_LOCK_EX if exclusive else _LOCK_SH) | _LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def lock(fd: int, exclusive: bool) -> None:
+        """Wait for the lock without a deadline (the kernel wakes us)."""
+        _flock(fd, _LOCK_EX if exclusive else _LOCK_SH)
+
+    def unlock(fd: int) -> None:
+        """Release the lock held through ``fd``."""
+        _flock(fd, _LOCK_UN)
+
+else:  # pragma: no cover - exercised on Windows only
+    import portalocker
+
+    _SHARED = portalocker.LockFlags.SHARED
+    _EXCLUSIVE = portalocker.LockFlags.EXCLUSIVE
+    _NON_BLOCKING = portalocker.LockFlags.NON_BLOCKING
+
+    def try_lock(fd: int, exclusive: bool) -> bool:
+        """Take the lock if it is free at once; return whether it was taken."""
+        try:
+            portalocker.lock(fd, (_EXCLUSIVE if exclusive else _SHARED) | _NON_BLOCKING)
+        except portalocker.AlreadyLocked:
+            return False
+        return True
+
+    def lock(fd: int, exclusive: bool) -> None:
+        """Wait for the lock without a deadline."""
+        portalocker.lock(fd, _EXCLUSIVE if exclusive else _SHARED)
+
+    def unlock(fd: int) -> None:
+        """Release the lock held through ``fd``."""
+        portalocker.unlock(fd)

@@ -1,0 +1,484 @@
+"""One lock file, shared by the threads of one process.
+
+A :class:`ProcessLock` is the in-process half of every pkgcache lock: a
+reader/writer lock over one OS lock file (``<name>.lock``), kept open once per
+process, plus a gate file (``<name>.gate``) that makes waiting fair. It
+serializes the threads of the process, counts their holds, takes the OS lock
+for the first holder and releases it after the last.
+
+Acquiring, for a thread that does not already hold the lock:
+
+1. Take the in-process **gate mutex**. Only one thread of the process at a
+   time is in the steps below, so the OS state of the lock changes under one
+   thread only (flock cannot tell two threads sharing a descriptor apart).
+2. **Fast path.** If another thread of this process holds the lock, wait on
+   a ``threading.Condition`` until the request fits (a reader joins other
+   readers without a system call; a writer waits for every holder to
+   leave). Then, if byte 0 of the gate file (the **intent byte**) says no
+   writer is waiting, try the lock file without blocking: one ``flock``
+   system call, and one more to release.
+3. **Slow path** (the lock is busy, or a writer waits). Take the gate file
+   exclusively with a blocking flock, so waiters queue there in turn. A
+   writer sets the intent byte while it waits for the lock file and clears
+   it once granted; readers that arrive meanwhile see the byte and queue at
+   the gate instead of overtaking the writer. flock alone lets new readers
+   overtake a queued writer forever: this is what prevents it. The gate is
+   released as soon as the lock file is granted.
+
+Why it is safe: exclusion comes only from the flock on the lock file; the
+gate and the intent byte only order waiters. A writer killed while waiting
+leaves the byte set, which costs readers the slow path until the next gate
+holder clears it (a gate holder knows no other writer waits: waiting
+writers hold the gate).
+
+A thread that already holds the lock re-enters without waiting: shared in
+shared, shared or exclusive in exclusive. Exclusive while holding shared is
+refused with :class:`LockUpgradeError`: a failed in-place flock upgrade
+silently loses the shared lock.
+
+A try-lock (a deadline already past) never waits and never queues at the
+gate. Waits with a deadline poll the lock with a short, growing interval
+(flock has no timed wait); waits without one block in the kernel.
+
+Descriptors stay open after release, in a table bounded to
+``MAX_IDLE_LOCKS`` idle locks (least recently used are closed first); held
+locks are always open. After ``fork()`` the child forgets every lock of its
+parent: it closes its copies of the descriptors (which does not release the
+parent's flock, still open in the parent) and never calls ``LOCK_UN`` on
+them, which would release the parent's lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import mmap
+import threading
+import time
+from collections.abc import Callable
+
+from . import _oslock
+from ._errors import CacheError, CachePermissionError, LockUpgradeError
+from ._waits import SlowWait
+
+__all__ = [
+    "EXCLUSIVE",
+    "MODE_NAMES",
+    "NONE",
+    "SHARED",
+    "Expired",
+    "LockDir",
+    "LockTable",
+    "ProcessLock",
+]
+
+NONE, SHARED, EXCLUSIVE = 0, 1, 2
+MODE_NAMES = {SHARED: "shared", EXCLUSIVE: "exclusive"}
+
+#: Idle locks kept open per process (each holds up to three descriptors).
+MAX_IDLE_LOCKS = 256
+
+# Polling schedule for waits with a deadline: start short so a quick
+# hand-over is seen quickly, cap so a long wait costs ~1000 cheap calls/s.
+_FIRST_POLL = 0.00005
+_MAX_POLL = 0.001
+
+_tick = itertools.count().__next__
+
+
+class Expired(Exception):
+    """The deadline passed before the lock was granted."""
+
+
+class LockDir:
+    """A folder of lock files, reached through a descriptor held open.
+
+    Opening lock files relative to this descriptor means a folder swapped for
+    a symbolic link after start-up cannot redirect them elsewhere.
+    """
+
+    def __init__(self, path: str, fd: int | None) -> None:
+        self.path = path
+        self.fd = fd
+
+    def display(self, name: str) -> str:
+        """The path of ``name`` in this folder, for messages."""
+        return f"{self.path}/{name}"
+
+
+class _File:
+    """One lock file and this process's descriptor for it (or none yet)."""
+
+    __slots__ = ("directory", "fd", "name", "writable")
+
+    def __init__(self, directory: LockDir, name: str) -> None:
+        self.directory = directory
+        self.name = name
+        self.fd: int | None = None
+        self.writable = True
+
+    @property
+    def path(self) -> str:
+        return self.directory.display(self.name)
+
+    def open(self) -> int:
+        if self.fd is None:
+            try:
+                self.fd, self.writable = _oslock.open_lock_file(
+                    self.name, dir_fd=self.directory.fd, display=self.path
+                )
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    raise CacheError(
+                        f"cannot open lock file {self.path}: too many open files "
+                        f"(pkgcache keeps at most {MAX_IDLE_LOCKS} idle locks open; "
+                        "held locks stay open)"
+                    ) from exc
+                raise
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            _oslock.close(fd)
+
+
+class ProcessLock:
+    """The reader/writer lock of one lock file, for all threads of a process.
+
+    ``key`` orders locks globally (see :mod:`pkgcache._cache`); ``package`` is
+    the canonical name or ``None`` for the whole-cache lock.
+    """
+
+    def __init__(
+        self,
+        table: LockTable,
+        key: tuple[str, int, str],
+        package: str | None,
+        lock_file: _File,
+        gate_file: _File,
+    ) -> None:
+        self.table = table
+        self.key = key
+        self.package = package
+        self._lock_file = lock_file
+        self._gate_file = gate_file
+        self._intent: mmap.mmap | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._gate_mutex = threading.Lock()
+        self._readers: dict[int, int] = {}
+        self._writer: int | None = None
+        self._depth = 0
+        self._os_mode = NONE
+        self._admitting = False
+        self.last_used = 0
+
+    @property
+    def path(self) -> str:
+        """The lock file's path."""
+        return self._lock_file.path
+
+    @property
+    def gate_path(self) -> str:
+        """The gate file's path."""
+        return self._gate_file.path
+
+    @property
+    def what(self) -> str:
+        """``package 'name'`` or ``the whole cache``, for messages."""
+        return (
+            "the whole cache" if self.package is None else f"package {self.package!r}"
+        )
+
+    # -- introspection -------------------------------------------------------
+
+    def depth(self, thread: int) -> int:
+        """How many times ``thread`` holds this lock (0 when it does not)."""
+        if self._writer == thread:
+            return self._depth
+        return self._readers.get(thread, 0)
+
+    def mode_of(self, thread: int) -> int:
+        """``EXCLUSIVE``, ``SHARED`` or ``NONE``: what ``thread`` holds."""
+        if self._writer == thread:
+            return EXCLUSIVE
+        return SHARED if thread in self._readers else NONE
+
+    def holding_threads(self) -> list[tuple[int, str]]:
+        """``(thread ident, mode name)`` of each thread of this process holding it."""
+        with self._cond:
+            if self._writer is not None:
+                return [(self._writer, "exclusive")]
+            return [(thread, "shared") for thread in self._readers]
+
+    @property
+    def os_mode(self) -> int:
+        """What this process holds at the OS level."""
+        return self._os_mode
+
+    # -- acquire ---------------------------------------------------------------
+
+    def acquire(self, exclusive: bool, deadline: float | None, thread: int) -> None:
+        """Acquire for ``thread``; raise :class:`Expired` at ``deadline``.
+
+        A ``deadline`` already in the past makes this a try-lock.
+        """
+        # Re-entry needs no mutex: only ``thread`` itself adds or removes its
+        # own hold, and while it holds, nobody releases the OS lock.
+        if self._writer == thread:
+            self._depth += 1
+            return
+        count = self._readers.get(thread)
+        if count is not None:
+            if exclusive:
+                raise LockUpgradeError(
+                    f"this thread holds a shared lock on {self.what} and asked "
+                    "for an exclusive one: release the shared lock first (a "
+                    "failed flock upgrade silently loses the shared lock)"
+                )
+            self._readers[thread] = count + 1
+            return
+        mutex = self._gate_mutex
+        if not mutex.acquire(False):
+            if deadline is None:
+                mutex.acquire()
+            elif not mutex.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+                raise Expired
+        try:
+            self._acquire_as_gate_holder(exclusive, deadline, thread)
+        finally:
+            mutex.release()
+
+    def _acquire_as_gate_holder(
+        self, exclusive: bool, deadline: float | None, thread: int
+    ) -> None:
+        # With the gate mutex held, this thread alone may move the OS state of
+        # the lock away from NONE.
+        lock_fd = self._lock_file.fd
+        if lock_fd is None:
+            lock_fd = self._open()
+        if exclusive and not self._lock_file.writable:
+            raise CachePermissionError(
+                f"cannot take an exclusive lock on {self.what}: "
+                f"{self._lock_file.path} is read-only for this process"
+            )
+        self.last_used = _tick()
+        if self._os_mode != NONE and self._admit(exclusive, deadline, thread):
+            return
+        intent = self._intent
+        if (intent is None or not intent[0]) and _oslock.try_lock(lock_fd, exclusive):
+            self._record(exclusive, thread)
+            return
+        if deadline is not None and deadline <= time.monotonic():
+            raise Expired  # a try-lock never queues
+        self._queue_at_gate(lock_fd, exclusive, deadline, thread)
+
+    def _admit(self, exclusive: bool, deadline: float | None, thread: int) -> bool:
+        """Wait until the other threads of this process are out of the way.
+
+        Returns ``True`` when a reader joined the process's shared OS lock
+        (nothing more to do), ``False`` when the OS lock is free to take.
+        """
+        with self._cond:
+            self._admitting = True
+            try:
+                if exclusive:
+                    ready = self._wait_locked(
+                        lambda: self._writer is None and not self._readers, deadline
+                    )
+                else:
+                    ready = self._wait_locked(lambda: self._writer is None, deadline)
+                    if ready and self._os_mode == SHARED:
+                        intent = self._intent
+                        if intent is None or not intent[0]:
+                            self._readers[thread] = 1
+                            return True
+                        # A writer of another process waits: queue behind it
+                        # rather than extend this process's shared hold.
+                        ready = self._wait_locked(
+                            lambda: self._os_mode == NONE, deadline
+                        )
+            finally:
+                self._admitting = False
+            if not ready:
+                raise Expired
+            return False
+
+    def _wait_locked(
+        self, admitted: Callable[[], bool], deadline: float | None
+    ) -> bool:
+        if deadline is None:
+            return self._cond.wait_for(admitted)
+        return self._cond.wait_for(admitted, max(deadline - time.monotonic(), 0.0))
+
+    def _queue_at_gate(
+        self, lock_fd: int, exclusive: bool, deadline: float | None, thread: int
+    ) -> None:
+        gate_fd = self._gate_file.fd
+        assert gate_fd is not None
+        intent = self._intent
+        mode = EXCLUSIVE if exclusive else SHARED
+        with SlowWait(self, mode):
+            self._wait_os(gate_fd, True, deadline)
+            try:
+                if intent is not None and self._gate_file.writable:
+                    # Waiting writers hold the gate, and we do: none waits but us.
+                    intent[0] = 1 if exclusive else 0
+                try:
+                    self._wait_os(lock_fd, exclusive, deadline)
+                    self._record(exclusive, thread)
+                except BaseException:
+                    # An interrupt may land after flock succeeded but before
+                    # the bookkeeping: nobody else holds it, so unlock is safe.
+                    if self._os_mode == NONE:
+                        _oslock.unlock(lock_fd)
+                    raise
+                finally:
+                    if exclusive and intent is not None and self._gate_file.writable:
+                        intent[0] = 0
+            finally:
+                _oslock.unlock(gate_fd)
+
+    def _wait_os(self, fd: int, exclusive: bool, deadline: float | None) -> None:
+        if _oslock.try_lock(fd, exclusive):
+            return
+        if deadline is None:
+            _oslock.lock(fd, exclusive)
+            return
+        interval = _FIRST_POLL
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Expired
+            time.sleep(min(interval, remaining))
+            if _oslock.try_lock(fd, exclusive):
+                return
+            interval = min(interval * 2, _MAX_POLL)
+
+    def _record(self, exclusive: bool, thread: int) -> None:
+        # No other thread of the process holds the lock: no mutex needed.
+        if exclusive:
+            self._writer = thread
+            self._depth = 1
+            self._os_mode = EXCLUSIVE
+        else:
+            self._readers[thread] = 1
+            self._os_mode = SHARED
+
+    # -- release -----------------------------------------------------------------
+
+    def release(self, thread: int) -> None:
+        """Release one hold of ``thread``; drop the OS lock after the last."""
+        if self._writer == thread:
+            if self._depth > 1:
+                self._depth -= 1
+                return
+            with self._cond:
+                self._depth = 0
+                self._writer = None
+                self._release_os()
+            return
+        count = self._readers[thread]
+        if count > 1:
+            self._readers[thread] = count - 1
+            return
+        with self._cond:
+            del self._readers[thread]
+            if not self._readers:
+                self._release_os()
+
+    def _release_os(self) -> None:
+        # Unlock before saying NONE: a thread that sees NONE may take the OS
+        # lock through the same descriptor at once.
+        fd = self._lock_file.fd
+        if fd is not None:
+            _oslock.unlock(fd)
+        self._os_mode = NONE
+        if self._admitting:
+            self._cond.notify()
+
+    # -- descriptors and fork ------------------------------------------------------
+
+    def _open(self) -> int:
+        lock_fd = self._lock_file.open()
+        try:
+            gate_fd = self._gate_file.open()
+            self._intent = _oslock.map_intent_byte(
+                gate_fd, self._gate_file.writable, self._gate_file.path
+            )
+        except BaseException:
+            self._close_files()
+            raise
+        self.table.opened(self)
+        return lock_fd
+
+    def _close_files(self) -> None:
+        if self._intent is not None:
+            self._intent.close()
+            self._intent = None
+        self._lock_file.close()
+        self._gate_file.close()
+
+    def close_if_idle(self) -> bool:
+        """Close the descriptors if nobody uses the lock; say whether it did."""
+        if not self._gate_mutex.acquire(blocking=False):
+            return False
+        try:
+            with self._cond:
+                if self._os_mode != NONE or self._readers or self._writer is not None:
+                    return False
+                self._close_files()
+                return True
+        finally:
+            self._gate_mutex.release()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop every hold and descriptor without unlocking."""
+        self._close_files()
+        self._reset()
+
+
+class LockTable:
+    """Every :class:`ProcessLock` of this process, and the bound on open ones."""
+
+    def __init__(self, max_idle: int = MAX_IDLE_LOCKS) -> None:
+        self.max_idle = max_idle
+        self._mutex = threading.Lock()
+        self._open: set[ProcessLock] = set()
+        self._all: list[ProcessLock] = []
+
+    def register(self, lock: ProcessLock) -> None:
+        with self._mutex:
+            self._all.append(lock)
+
+    def opened(self, lock: ProcessLock) -> None:
+        """Count a newly opened lock; close least recently used idle ones."""
+        with self._mutex:
+            self._open.add(lock)
+            excess = len(self._open) - self.max_idle
+            if excess <= 0:
+                return
+            candidates = sorted(
+                (other for other in self._open if other is not lock),
+                key=lambda other: other.last_used,
+            )
+        for other in candidates:
+            if excess <= 0:
+                break
+            if other.close_if_idle():
+                excess -= 1
+                with self._mutex:
+                    self._open.discard(other)
+
+    def open_count(self) -> int:
+        """Locks with open descriptors."""
+        return len(self._open)
+
+    def after_fork_in_child(self) -> None:
+        self._mutex = threading.Lock()
+        for lock in self._all:
+            lock.forget_after_fork()
+        self._open.clear()
