@@ -318,29 +318,39 @@ class ProcessLock:
         self, lock_fd: int, exclusive: bool, deadline: float | None, thread: int
     ) -> None:
         gate_fd = self._gate_file.fd
-        assert gate_fd is not None
-        intent = self._intent
-        mode = EXCLUSIVE if exclusive else SHARED
-        with SlowWait(self, mode):
-            self._wait_os(gate_fd, True, deadline)
+        intent = self._intent if self._gate_file.writable else None
+        with SlowWait(self, EXCLUSIVE if exclusive else SHARED):
+            if gate_fd is None:
+                self._take_lock_file(lock_fd, exclusive, deadline, thread)
+                return
             try:
-                if intent is not None and self._gate_file.writable:
-                    # Waiting writers hold the gate, and we do: none waits but us.
+                self._wait_os(gate_fd, True, deadline)
+                if intent is not None:
+                    # Waiting writers hold the gate, and we do: none waits but
+                    # us, so a set byte left by a dead writer is cleared here.
                     intent[0] = 1 if exclusive else 0
                 try:
-                    self._wait_os(lock_fd, exclusive, deadline)
-                    self._record(exclusive, thread)
-                except BaseException:
-                    # An interrupt may land after flock succeeded but before
-                    # the bookkeeping: nobody else holds it, so unlock is safe.
-                    if self._os_mode == NONE:
-                        _oslock.unlock(lock_fd)
-                    raise
+                    self._take_lock_file(lock_fd, exclusive, deadline, thread)
                 finally:
-                    if exclusive and intent is not None and self._gate_file.writable:
+                    if exclusive and intent is not None:
                         intent[0] = 0
             finally:
+                # Only the gate-mutex holder uses this descriptor: unlocking is
+                # safe even if the interrupt came before the gate was granted.
                 _oslock.unlock(gate_fd)
+
+    def _take_lock_file(
+        self, lock_fd: int, exclusive: bool, deadline: float | None, thread: int
+    ) -> None:
+        try:
+            self._wait_os(lock_fd, exclusive, deadline)
+            self._record(exclusive, thread)
+        except BaseException:
+            # An interrupt may land after flock succeeded but before the
+            # bookkeeping: nobody else holds it here, so unlocking is safe.
+            if self._os_mode == NONE:
+                _oslock.unlock(lock_fd)
+            raise
 
     def _wait_os(self, fd: int, exclusive: bool, deadline: float | None) -> None:
         if _oslock.try_lock(fd, exclusive):
@@ -406,12 +416,21 @@ class ProcessLock:
         lock_fd = self._lock_file.open()
         try:
             gate_fd = self._gate_file.open()
-            self._intent = _oslock.map_intent_byte(
-                gate_fd, self._gate_file.writable, self._gate_file.path
-            )
+        except CachePermissionError:
+            # A read-only cache without the gate file: waits are not queued
+            # at a gate (fairness only; exclusion comes from the lock file).
+            gate_fd = None
         except BaseException:
             self._close_files()
             raise
+        if gate_fd is not None:
+            try:
+                self._intent = _oslock.map_intent_byte(
+                    gate_fd, self._gate_file.writable, self._gate_file.path
+                )
+            except BaseException:
+                self._close_files()
+                raise
         self.table.opened(self)
         return lock_fd
 
