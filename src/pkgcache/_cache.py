@@ -134,6 +134,8 @@ def _after_fork_in_child() -> None:
     global _spaces_mutex, _local, _generation  # noqa: PLW0603
     _generation += 1
     _spaces_mutex = threading.Lock()
+    for space in _spaces.values():
+        space.after_fork_in_child()
     _local = threading.local()
     _table.after_fork_in_child()
     _watchdog.after_fork_in_child()
@@ -252,6 +254,10 @@ class _Space:
         )
         _table.register(lock)
         return lock
+
+    def after_fork_in_child(self) -> None:
+        # Another thread may have held the mutex at fork time.
+        self._mutex = threading.Lock()
 
     def package_lock(self, name: NormalizedName) -> ProcessLock:
         lock = self._packages.get(name)

@@ -75,8 +75,27 @@ __all__ = [
 NONE, SHARED, EXCLUSIVE = 0, 1, 2
 MODE_NAMES = {SHARED: "shared", EXCLUSIVE: "exclusive"}
 
-#: Idle locks kept open per process (each holds up to three descriptors).
-MAX_IDLE_LOCKS = 256
+
+def _idle_lock_bound() -> int:
+    """Idle locks to keep open: 256, or fewer under a low descriptor limit.
+
+    Each open lock uses three descriptors (lock file, gate file, and the
+    mapping of the gate's intent byte); keep idle ones to a quarter of the
+    soft limit so the application keeps most of its descriptors.
+    """
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 256
+    if soft == resource.RLIM_INFINITY:
+        return 256
+    return max(8, min(256, soft // 12))
+
+
+#: Idle locks kept open per process (each holds three descriptors).
+MAX_IDLE_LOCKS = _idle_lock_bound()
 
 # Polling schedule for waits with a deadline: start short so a quick
 # hand-over is seen quickly, cap so a long wait costs ~1000 cheap calls/s.
@@ -88,6 +107,14 @@ _tick = itertools.count().__next__
 
 class Expired(Exception):
     """The deadline passed before the lock was granted."""
+
+
+def _too_many_open_files(path: str) -> CacheError:
+    return CacheError(
+        f"cannot open lock file {path}: too many open files (pkgcache keeps at "
+        f"most {MAX_IDLE_LOCKS} idle locks open, three descriptors each; held "
+        "locks stay open)"
+    )
 
 
 class LockDir:
@@ -129,11 +156,7 @@ class _File:
                 )
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE):
-                    raise CacheError(
-                        f"cannot open lock file {self.path}: too many open files "
-                        f"(pkgcache keeps at most {MAX_IDLE_LOCKS} idle locks open; "
-                        "held locks stay open)"
-                    ) from exc
+                    raise _too_many_open_files(self.path) from exc
                 raise
         return self.fd
 
@@ -269,7 +292,12 @@ class ProcessLock:
         if self._os_mode != NONE and self._admit(exclusive, deadline, thread):
             return
         intent = self._intent
-        if (intent is None or not intent[0]) and _oslock.try_lock(lock_fd, exclusive):
+        if intent is not None:
+            if not intent[0] and _oslock.try_lock(lock_fd, exclusive):
+                self._record(exclusive, thread)
+                return
+        elif self._gate_file.fd is None and _oslock.try_lock(lock_fd, exclusive):
+            # No gate at all (a read-only cache without one): nothing to queue at.
             self._record(exclusive, thread)
             return
         if deadline is not None and deadline <= time.monotonic():
@@ -428,6 +456,13 @@ class ProcessLock:
                 self._intent = _oslock.map_intent_byte(
                     gate_fd, self._gate_file.writable, self._gate_file.path
                 )
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    self._close_files()
+                    raise _too_many_open_files(self._gate_file.path) from exc
+                # A file system without shared mappings: every acquisition
+                # queues at the gate instead of reading the intent byte.
+                self._intent = None
             except BaseException:
                 self._close_files()
                 raise
