@@ -182,7 +182,7 @@ class _Space:
                 f"cannot create cache root {root}: {exc}"
             ) from exc
         root_fd = _oslock.open_directory(root, dir_fd=None, display=root)
-        dir_fd: int | None = root_fd if os.mkdir in os.supports_dir_fd else None
+        dir_fd = root_fd if os.mkdir in os.supports_dir_fd else None
         locks_name = (
             LOCKS_DIR if os.path.join(root, LOCKS_DIR) == self.locks_path else None
         )

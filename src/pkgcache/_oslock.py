@@ -73,17 +73,24 @@ def _unsafe_from_errno(exc: OSError, display: str) -> CacheError | None:
     return None
 
 
-def open_directory(name: str, *, dir_fd: int | None, display: str) -> int:
+def open_directory(name: str, *, dir_fd: int | None, display: str) -> int | None:
     """Open a folder for use as ``dir_fd``; refuse a link in place of ``name``.
 
     With ``dir_fd=None`` ``name`` is the cache root chosen by the caller, and
-    links in it are followed like in any path the user gives us.
+    links in it are followed like in any path the user gives us. Returns
+    ``None`` where the platform has no folder descriptors (Windows): paths
+    are used instead.
     """
+    if not _HAVE_DIR_FD:
+        path = name if dir_fd is None else display
+        if not os.path.isdir(path) or (dir_fd is not None and os.path.islink(path)):
+            raise UnsafePathError(display, "it is not a directory")
+        return None
     flags = os.O_RDONLY | _DIRECTORY | _CLOEXEC
     if dir_fd is not None:
         flags |= _NOFOLLOW
     try:
-        if dir_fd is None or not _HAVE_DIR_FD:
+        if dir_fd is None:
             return os.open(name, flags)
         return os.open(name, flags, dir_fd=dir_fd)
     except OSError as exc:
@@ -161,8 +168,10 @@ def map_intent_byte(fd: int, writable: bool, display: str) -> mmap.mmap | None:
     return mmap.mmap(fd, 1, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
 
 
-def close(fd: int) -> None:
-    """Close a lock descriptor, ignoring a descriptor already gone."""
+def close(fd: int | None) -> None:
+    """Close a descriptor, ignoring ``None`` and a descriptor already gone."""
+    if fd is None:
+        return
     with contextlib.suppress(OSError):
         os.close(fd)
 
