@@ -8,22 +8,25 @@ for the first holder and releases it after the last.
 
 Acquiring, for a thread that does not already hold the lock:
 
-1. Take the in-process **gate mutex**. Only one thread of the process at a
-   time is in the steps below, so the OS state of the lock changes under one
-   thread only (flock cannot tell two threads sharing a descriptor apart).
-2. **Fast path.** If another thread of this process holds the lock, wait on
-   a ``threading.Condition`` until the request fits (a reader joins other
-   readers without a system call; a writer waits for every holder to
-   leave). Then, if byte 0 of the gate file (the **intent byte**) says no
-   writer is waiting, try the lock file without blocking: one ``flock``
-   system call, and one more to release.
-3. **Slow path** (the lock is busy, or a writer waits). Take the gate file
-   exclusively with a blocking flock, so waiters queue there in turn. A
-   writer sets the intent byte while it waits for the lock file and clears
-   it once granted; readers that arrive meanwhile see the byte and queue at
-   the gate instead of overtaking the writer. flock alone lets new readers
-   overtake a queued writer forever: this is what prevents it. The gate is
-   released as soon as the lock file is granted.
+1. Take the in-process **gate mutex**. Only its holder runs the steps below,
+   so the OS state of the lock changes under one thread at a time (flock
+   cannot tell two threads sharing a descriptor apart).
+2. **At once, or not at all.** A reader joins the process's shared OS lock
+   if another thread holds it (no system call). Otherwise, when no thread of
+   the process holds the lock and byte 0 of the gate file (the **intent
+   byte**, read through a shared memory map) says no writer waits, try the
+   lock file without blocking: one ``flock`` system call, one more to
+   release. That is the whole uncontended path.
+3. **Waiting** (reported by :class:`~pkgcache._waits.SlowWait`). First wait
+   on a ``threading.Condition`` until the other threads of the process are
+   out of the way (a writer waits for every holder; a reader for the
+   writer). Then queue at the **gate file**: take it exclusively with a
+   blocking flock, so waiters pass it one at a time. A writer sets the
+   intent byte while it waits for the lock file and clears it once granted;
+   readers that arrive meanwhile see the byte and queue at the gate instead
+   of overtaking the writer (flock alone lets new readers overtake a queued
+   writer forever). The gate is released as soon as the lock file is
+   granted.
 
 Why it is safe: exclusion comes only from the flock on the lock file; the
 gate and the intent byte only order waiters. A writer killed while waiting
@@ -265,21 +268,28 @@ class ProcessLock:
             self._readers[thread] = count + 1
             return
         mutex = self._gate_mutex
-        if not mutex.acquire(False):
+        if mutex.acquire(False):
+            try:
+                if self._acquire_at_once(exclusive, thread):
+                    return
+            finally:
+                mutex.release()
+        if deadline is not None and deadline <= time.monotonic():
+            raise Expired  # a try-lock never waits
+        with SlowWait(self, EXCLUSIVE if exclusive else SHARED):
             if deadline is None:
                 mutex.acquire()
             elif not mutex.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
                 raise Expired
-        try:
-            self._acquire_as_gate_holder(exclusive, deadline, thread)
-        finally:
-            mutex.release()
+            try:
+                self._acquire_waiting(exclusive, deadline, thread)
+            finally:
+                mutex.release()
 
-    def _acquire_as_gate_holder(
-        self, exclusive: bool, deadline: float | None, thread: int
-    ) -> None:
-        # With the gate mutex held, this thread alone may move the OS state of
-        # the lock away from NONE.
+    # The methods below run with the gate mutex held: this thread alone may
+    # move the OS state of the lock away from NONE.
+
+    def _lock_fd(self, exclusive: bool) -> int:
         lock_fd = self._lock_file.fd
         if lock_fd is None:
             lock_fd = self._open()
@@ -289,19 +299,45 @@ class ProcessLock:
                 f"{self._lock_file.path} is read-only for this process"
             )
         self.last_used = _tick()
-        if self._os_mode != NONE and self._admit(exclusive, deadline, thread):
-            return
+        return lock_fd
+
+    def _no_writer_waits(self) -> bool:
+        """Whether the intent byte says no writer of another process waits.
+
+        Without a readable byte but with a gate, every request queues at the
+        gate; without a gate at all (a read-only cache), there is nothing to
+        queue at.
+        """
         intent = self._intent
         if intent is not None:
-            if not intent[0] and _oslock.try_lock(lock_fd, exclusive):
-                self._record(exclusive, thread)
-                return
-        elif self._gate_file.fd is None and _oslock.try_lock(lock_fd, exclusive):
-            # No gate at all (a read-only cache without one): nothing to queue at.
+            return not intent[0]
+        return self._gate_file.fd is None
+
+    def _acquire_at_once(self, exclusive: bool, thread: int) -> bool:
+        """Take the lock if that needs no waiting; say whether it did."""
+        lock_fd = self._lock_fd(exclusive)
+        if self._os_mode != NONE:
+            if exclusive:
+                return False
+            with self._cond:
+                if self._os_mode != SHARED or not self._no_writer_waits():
+                    return False
+                self._readers[thread] = 1  # join this process's shared hold
+                return True
+        if self._no_writer_waits() and _oslock.try_lock(lock_fd, exclusive):
+            self._record(exclusive, thread)
+            return True
+        return False
+
+    def _acquire_waiting(
+        self, exclusive: bool, deadline: float | None, thread: int
+    ) -> None:
+        lock_fd = self._lock_fd(exclusive)
+        if self._os_mode != NONE and self._admit(exclusive, deadline, thread):
+            return
+        if self._no_writer_waits() and _oslock.try_lock(lock_fd, exclusive):
             self._record(exclusive, thread)
             return
-        if deadline is not None and deadline <= time.monotonic():
-            raise Expired  # a try-lock never queues
         self._queue_at_gate(lock_fd, exclusive, deadline, thread)
 
     def _admit(self, exclusive: bool, deadline: float | None, thread: int) -> bool:
@@ -320,8 +356,7 @@ class ProcessLock:
                 else:
                     ready = self._wait_locked(lambda: self._writer is None, deadline)
                     if ready and self._os_mode == SHARED:
-                        intent = self._intent
-                        if intent is None or not intent[0]:
+                        if self._no_writer_waits():
                             self._readers[thread] = 1
                             return True
                         # A writer of another process waits: queue behind it
@@ -346,26 +381,25 @@ class ProcessLock:
         self, lock_fd: int, exclusive: bool, deadline: float | None, thread: int
     ) -> None:
         gate_fd = self._gate_file.fd
+        if gate_fd is None:
+            self._take_lock_file(lock_fd, exclusive, deadline, thread)
+            return
         intent = self._intent if self._gate_file.writable else None
-        with SlowWait(self, EXCLUSIVE if exclusive else SHARED):
-            if gate_fd is None:
-                self._take_lock_file(lock_fd, exclusive, deadline, thread)
-                return
+        try:
+            self._wait_os(gate_fd, True, deadline)
+            if intent is not None:
+                # Waiting writers hold the gate, and we do: none waits but us,
+                # so a byte left set by a dead writer is cleared here.
+                intent[0] = 1 if exclusive else 0
             try:
-                self._wait_os(gate_fd, True, deadline)
-                if intent is not None:
-                    # Waiting writers hold the gate, and we do: none waits but
-                    # us, so a set byte left by a dead writer is cleared here.
-                    intent[0] = 1 if exclusive else 0
-                try:
-                    self._take_lock_file(lock_fd, exclusive, deadline, thread)
-                finally:
-                    if exclusive and intent is not None:
-                        intent[0] = 0
+                self._take_lock_file(lock_fd, exclusive, deadline, thread)
             finally:
-                # Only the gate-mutex holder uses this descriptor: unlocking is
-                # safe even if the interrupt came before the gate was granted.
-                _oslock.unlock(gate_fd)
+                if exclusive and intent is not None:
+                    intent[0] = 0
+        finally:
+            # Only the gate-mutex holder uses this descriptor: unlocking is
+            # safe even if an interrupt came before the gate was granted.
+            _oslock.unlock(gate_fd)
 
     def _take_lock_file(
         self, lock_fd: int, exclusive: bool, deadline: float | None, thread: int

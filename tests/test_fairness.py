@@ -1,0 +1,240 @@
+"""Issue 4: writers are not starved, interrupts leave nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+import pkgcache
+from pkgcache import _cache
+from tests.helpers import SPAWN, WAIT, LockServer, overlapping_reader
+
+# Readers hold for this long, overlapping each other so that at every moment
+# some reader holds the lock: with plain flock a writer would wait forever.
+READER_HOLD = 0.02
+
+
+@pytest.mark.timeout(120)
+def test_writer_is_not_starved_by_overlapping_reader_processes(tmp_path):
+    root = str(tmp_path / "cache")
+    start, stop = SPAWN.Event(), SPAWN.Event()
+    readers = [
+        SPAWN.Process(
+            target=overlapping_reader, args=(root, "a", READER_HOLD, start, stop)
+        )
+        for _ in range(4)
+    ]
+    for p in readers:
+        p.start()
+    cache = pkgcache.Cache(root)
+    try:
+        start.set()
+        # Wait (on a real condition, with a deadline) until readers hold "a".
+        deadline = time.monotonic() + WAIT
+        while not [h for h in cache.holders("a") if not h.waiting]:
+            assert time.monotonic() < deadline, "readers never started"
+            time.sleep(0.005)
+        for _ in range(5):
+            # Generous bound: the writer must get in, not within a given time.
+            with cache.exclusive("a", timeout=WAIT):
+                pass
+    finally:
+        stop.set()
+        for p in readers:
+            p.join(WAIT)
+    assert all(p.exitcode == 0 for p in readers)
+
+
+@pytest.mark.timeout(120)
+def test_writer_is_not_starved_by_overlapping_reader_threads(tmp_path):
+    cache = pkgcache.Cache(tmp_path / "cache")
+    stop = threading.Event()
+    holding = threading.Barrier(5)
+    errors = []
+
+    def reader():
+        try:
+            first = True
+            while not stop.is_set():
+                with cache.reading("a", timeout=WAIT):
+                    if first:
+                        holding.wait(WAIT)  # all four readers overlap once
+                        first = False
+                    stop.wait(READER_HOLD)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        holding.wait(WAIT)
+        writer_got_it = []
+
+        def writer():
+            for _ in range(5):
+                with cache.exclusive("a", timeout=WAIT):
+                    writer_got_it.append(True)
+
+        w = threading.Thread(target=writer)
+        w.start()
+        w.join(WAIT * 2)
+        assert writer_got_it == [True] * 5
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(WAIT)
+    assert not errors
+
+
+@pytest.mark.timeout(60)
+def test_waiting_writer_queues_later_readers_of_other_processes(tmp_path):
+    """A reader that arrives after a waiting writer is served after it."""
+    root = tmp_path / "cache"
+    cache = pkgcache.Cache(root)
+    first_reader = LockServer(str(root))
+    late_reader = LockServer(str(root))
+    try:
+        first_reader.hold("r", "a")
+        order = []
+        writer_waiting = threading.Event()
+
+        def writer():
+            writer_waiting.set()
+            with cache.exclusive("a", timeout=WAIT):
+                order.append("writer")
+
+        w = threading.Thread(target=writer)
+        w.start()
+        assert writer_waiting.wait(WAIT)
+        # Wait until the kernel shows the writer queued (it holds the gate).
+        deadline = time.monotonic() + WAIT
+        while not any(h.waiting and h.pid == os.getpid() for h in cache.holders("a")):
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        # A new reader does not overtake the queued writer...
+        assert late_reader.call("try", "r", ["a"], 0.2) != True  # noqa: E712
+        first_reader.release()
+        w.join(WAIT)
+        assert order == ["writer"]
+        # ...and gets in once the writer is done.
+        assert late_reader.call("try", "r", ["a"], WAIT) is True
+    finally:
+        first_reader.close()
+        late_reader.close()
+
+
+def _wait_until_waiting(cache, package):
+    deadline = time.monotonic() + WAIT
+    while not any(h.waiting and h.pid == os.getpid() for h in cache.holders(package)):
+        assert time.monotonic() < deadline, "the waiter never queued"
+        time.sleep(0.002)
+
+
+def _interrupt_main_when(predicate):
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def run():
+        predicate()
+        signal.pthread_kill(main, signal.SIGINT)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def _assert_nothing_held(cache, *packages):
+    assert _cache._local.held == []
+    space = cache._space
+    for lock in [space.root_lock, *(space.package_lock(p) for p in packages)]:
+        assert lock.holding_threads() == []
+        assert lock.os_mode == _cache.NONE
+        assert not lock._gate_mutex.locked()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("timeout", [None, 30.0])
+@pytest.mark.parametrize(
+    ("held", "wanted"),
+    [(("x", "b"), ("x", "b")), (("r", "b"), ("x", "b")), (("x", ""), ("r", "b"))],
+)
+def test_keyboard_interrupt_during_a_cross_process_wait(
+    tmp_path, timeout, held, wanted
+):
+    root = tmp_path / "cache"
+    cache = pkgcache.Cache(root)
+    server = LockServer(str(root))
+    try:
+        held_mode, held_pkg = held
+        server.hold(held_mode, *([held_pkg] if held_pkg else []))
+        wanted_mode, wanted_pkg = wanted
+        request = cache.exclusive if wanted_mode == "x" else cache.reading
+        probe = wanted_pkg if held_pkg else None
+        if probe:
+            _interrupt_main_when(lambda: _wait_until_waiting(cache, probe))
+        else:
+            _interrupt_main_when(lambda: _wait_until_waiting_root(cache))
+        with pytest.raises(KeyboardInterrupt):
+            # "a" is taken first, then the wait for "b" is interrupted.
+            with request("a", wanted_pkg, timeout=timeout):
+                pass
+        _assert_nothing_held(cache, "a", "b")
+        server.release()
+        # Another process can now take everything at once.
+        assert server.call("try", "x", [], 0) is True
+    finally:
+        server.close()
+
+
+def _wait_until_waiting_root(cache):
+    deadline = time.monotonic() + WAIT
+    while not any(
+        h.waiting and h.pid == os.getpid() and h.package is None
+        for h in cache.holders()
+    ):
+        assert time.monotonic() < deadline, "the waiter never queued"
+        time.sleep(0.002)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_keyboard_interrupt_during_an_in_process_wait(tmp_path, timeout):
+    cache = pkgcache.Cache(tmp_path / "cache")
+    holding, release = threading.Event(), threading.Event()
+
+    def holder():
+        with cache.reading("a"):
+            holding.set()
+            release.wait(WAIT)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert holding.wait(WAIT)
+    lock = cache._space.package_lock("a")
+
+    def main_is_admitting():
+        deadline = time.monotonic() + WAIT
+        while not lock._admitting:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+
+    _interrupt_main_when(main_is_admitting)
+    with pytest.raises(KeyboardInterrupt):
+        with cache.exclusive("a", timeout=timeout):
+            pass
+    assert _cache._local.held == []
+    assert [mode for _, mode in lock.holding_threads()] == ["shared"]
+    assert not lock._gate_mutex.locked()
+    release.set()
+    t.join(WAIT)
+    _assert_nothing_held(cache, "a")
+    with cache.exclusive("a", timeout=0):
+        pass

@@ -1,0 +1,137 @@
+"""Who holds a lock, and what the pkgcache logger says about waits."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+import pkgcache
+from pkgcache import _waits
+from tests.helpers import WAIT, LockServer, thread_holding
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="other processes are found in /proc/locks",
+)
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return pkgcache.Cache(tmp_path / "cache")
+
+
+def test_holders_in_this_process_name_their_threads(cache):
+    with thread_holding(cache, "r", ("a",)):
+        holders = cache.holders("a")
+    assert len(holders) == 1
+    holder = holders[0]
+    assert holder.pid == os.getpid()
+    assert holder.mode == "shared"
+    assert not holder.waiting
+    assert holder.threads == ("holder-r-a",)
+    assert holder.package == "a"
+    assert "holds shared lock on 'a'" in holder.describe()
+    assert cache.holders("a") == []
+
+
+@linux_only
+@pytest.mark.timeout(60)
+def test_holders_in_other_processes(cache):
+    server = LockServer(str(cache.root))
+    try:
+        server.hold("x", "a")
+        pid = server.call("pid")
+        holders = cache.holders()
+        by_package = {(h.package, h.pid): h for h in holders}
+        assert by_package[None, pid].mode == "shared"  # the root lock
+        holder = by_package["a", pid]
+        assert holder.mode == "exclusive"
+        assert not holder.waiting
+        assert holder.threads == ()
+        assert holder.command is not None
+        assert "multiprocessing" in holder.command
+        assert holder.path.endswith("locks/a.lock")
+    finally:
+        server.close()
+
+
+@linux_only
+@pytest.mark.timeout(60)
+def test_waiters_are_reported(cache):
+    server = LockServer(str(cache.root))
+    try:
+        server.hold("r", "a")
+        waiting = threading.Event()
+        done = threading.Event()
+
+        def writer():
+            waiting.set()
+            with cache.exclusive("a", timeout=WAIT):
+                done.set()
+
+        t = threading.Thread(target=writer)
+        t.start()
+        assert waiting.wait(WAIT)
+        deadline = time.monotonic() + WAIT
+        while not (waiters := [h for h in cache.holders("a") if h.waiting]):
+            assert time.monotonic() < deadline, "the writer never queued"
+            time.sleep(0.002)
+        assert waiters[0].pid == os.getpid()
+        assert "waits for" in waiters[0].describe()
+        server.release()
+        assert done.wait(WAIT)
+        t.join(WAIT)
+    finally:
+        server.close()
+
+
+def test_debug_log_of_acquire_and_release(cache, caplog):
+    with caplog.at_level(logging.DEBUG, logger="pkgcache"):
+        with cache.exclusive("a"):
+            pass
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(
+        m.startswith("acquired exclusive the whole cache, package 'a'")
+        for m in messages
+    )
+    assert any(m.startswith("released the whole cache, package 'a'") for m in messages)
+
+
+@pytest.mark.timeout(60)
+def test_info_once_when_a_wait_passes_the_threshold(cache, caplog, monkeypatch):
+    monkeypatch.setattr(_waits, "SLOW_WAIT", 0.05)
+    reported = threading.Event()
+
+    class Flag(logging.Handler):
+        def emit(self, record):
+            if record.levelno == logging.INFO:
+                reported.set()
+
+    flag = Flag()
+    logger = logging.getLogger("pkgcache")
+    logger.addHandler(flag)
+    try:
+        with caplog.at_level(logging.INFO, logger="pkgcache"):
+            with thread_holding(cache, "x", ("a",)):
+                result = []
+
+                def waiter():
+                    with cache.reading("a", timeout=WAIT):
+                        result.append(True)
+
+                t = threading.Thread(target=waiter, name="the-waiter")
+                t.start()
+                assert reported.wait(WAIT)  # logged while still waiting
+                assert result == []
+            t.join(WAIT)
+    finally:
+        logger.removeHandler(flag)
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(infos) == 1
+    assert "shared lock on package 'a'" in infos[0]
+    assert "holder-x-a" in infos[0]  # names the holding thread
