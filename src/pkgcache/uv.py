@@ -43,12 +43,11 @@ own exclusive request would wait for its caller forever. With ``--force``
 uv tries its lock once and, finding it busy, goes on without it; the
 pkgcache lock taken by the helper is then the only exclusion.
 
-When a per-package clean is safe
---------------------------------
-A clean under ``exclusive("a")`` excludes exactly the holders of
-``reading("a")``. It is safe when **every concurrent installer holds
-``reading()`` of every package its resolution may touch** (requirements,
-their dependencies and build dependencies): a plain ``uv pip install``
+**When a per-package clean is safe.** A clean under ``exclusive("a")``
+excludes exactly the holders of ``reading("a")``. It is safe when
+**every concurrent installer holds ``reading()`` of every package its
+resolution may touch** (requirements, their dependencies and build
+dependencies): a plain ``uv pip install``
 started outside pkgcache, or one that does not name ``a``, is protected by
 nothing, since ``--force`` bypasses uv's own lock. Beyond the package, uv's
 ``cache clean PKG`` also removes the **whole flat-index bucket** (cached
