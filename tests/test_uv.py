@@ -344,6 +344,9 @@ def test_clean_of_a_package_does_not_wait_for_installs_of_others(
         assert "Removed" in result.stderr
         assert installer.is_alive()
         assert installed_version(slow_venv, "slow") is None
+        # ... while a clean of the package being installed is held off.
+        with pytest.raises(pkgcache.LockTimeout):
+            uv_cache.clean("slow", timeout=0.05)
         # uv's own scheme: a plain clean waits for the unrelated install.
         plain = start_uv(uv_cache, "cache", "clean", "other")
         wait_until(
