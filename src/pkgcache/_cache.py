@@ -307,6 +307,11 @@ def _space_for(root: str, locks_path: str, tag_root: bool) -> _Space:
                 space = _spaces[locks_path] = _Space(
                     root, locks_path, tag_root=tag_root
                 )
+    if space.root != root:
+        # Only Cache._attach can get here: its locks would guard another root.
+        raise UnsafePathError(
+            locks_path, f"these locks already serve the cache {space.root}"
+        )
     return space
 
 
