@@ -207,6 +207,15 @@ def test_a_chosen_locks_folder_is_used(tmp_path: Path) -> None:
         assert (tmp_path / "mine" / "a.lock").exists()
 
 
+def test_one_locks_folder_serves_one_uv_cache(tmp_path: Path) -> None:
+    with UvCache(tmp_path / "a", locks_dir=tmp_path / "locks", uv="uv").reading():
+        pass
+    other = UvCache(tmp_path / "b", locks_dir=tmp_path / "locks", uv="uv")
+    with pytest.raises(pkgcache.UnsafePathError, match="already serve"):
+        with other.reading():
+            pass
+
+
 def test_requirements_without_a_name_need_packages(tmp_path: Path) -> None:
     uv_cache = UvCache(tmp_path / "c", uv="uv")
     with pytest.raises(pkgcache.InvalidPackageName, match="packages="):
