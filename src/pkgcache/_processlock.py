@@ -431,14 +431,18 @@ class ProcessLock:
             interval = min(interval * 2, _MAX_POLL)
 
     def _record(self, exclusive: bool, thread: int) -> None:
-        # No other thread of the process holds the lock: no mutex needed.
-        if exclusive:
-            self._writer = thread
-            self._depth = 1
-            self._os_mode = EXCLUSIVE
-        else:
-            self._readers[thread] = 1
-            self._os_mode = SHARED
+        # No other thread of the process holds the lock, but other threads
+        # read the bookkeeping (holders(), the slow-wait watchdog, a timeout
+        # message): iterating ``_readers`` while it grows raises
+        # "dictionary changed size during iteration".
+        with self._cond:
+            if exclusive:
+                self._depth = 1
+                self._writer = thread
+                self._os_mode = EXCLUSIVE
+            else:
+                self._readers[thread] = 1
+                self._os_mode = SHARED
 
     # -- release -----------------------------------------------------------------
 
