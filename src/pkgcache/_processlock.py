@@ -105,6 +105,11 @@ MAX_IDLE_LOCKS = _idle_lock_bound()
 _FIRST_POLL = 0.00005
 _MAX_POLL = 0.001
 
+# How often a reader that waits behind another process's writer, while its
+# own process holds the lock shared, re-reads the intent byte (the writer
+# may give up or die; nothing in this process would say so).
+_INTENT_RECHECK = 0.02
+
 _tick = itertools.count().__next__
 
 
@@ -356,19 +361,56 @@ class ProcessLock:
                 else:
                     ready = self._wait_locked(lambda: self._writer is None, deadline)
                     if ready and self._os_mode == SHARED:
-                        if self._no_writer_waits():
+                        # A writer of another process may wait: queue behind
+                        # it rather than extend this process's shared hold.
+                        ready = self._wait_for_writer_of_other_process(deadline)
+                        if ready and self._os_mode == SHARED:
                             self._readers[thread] = 1
                             return True
-                        # A writer of another process waits: queue behind it
-                        # rather than extend this process's shared hold.
-                        ready = self._wait_locked(
-                            lambda: self._os_mode == NONE, deadline
-                        )
             finally:
                 self._admitting = False
             if not ready:
                 raise Expired
             return False
+
+    def _wait_for_writer_of_other_process(self, deadline: float | None) -> bool:
+        """Wait while this process holds shared and another process's writer waits.
+
+        Returns ``False`` at the deadline. Otherwise returns once the shared
+        hold has ended (the caller then queues at the gate) or once no writer
+        waits any more, so a reader joins the hold. Nothing in this process
+        signals the second case (a writer that gave up or died in another
+        process), so the intent byte is re-read every ``_INTENT_RECHECK``
+        seconds; without it a reader stalled until every reader thread of
+        its process let go, long after the writer had left.
+        """
+        while self._os_mode == SHARED:
+            if self._no_writer_waits() or self._gate_is_free():
+                return True
+            interval = _INTENT_RECHECK
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                interval = min(interval, remaining)
+            self._cond.wait(interval)
+        return True
+
+    def _gate_is_free(self) -> bool:
+        """Whether no writer of any process queues at the gate right now.
+
+        Waiting writers hold the gate, so a gate taken at once proves the
+        intent byte stale (a writer killed while waiting): clear it.
+        """
+        gate_fd = self._gate_file.fd
+        if gate_fd is None or not _oslock.try_lock(gate_fd, True):
+            return False
+        try:
+            if self._intent is not None and self._gate_file.writable:
+                self._intent[0] = 0
+        finally:
+            _oslock.unlock(gate_fd)
+        return True
 
     def _wait_locked(
         self, admitted: Callable[[], bool], deadline: float | None
