@@ -205,6 +205,7 @@ class ProcessLock:
         self._depth = 0
         self._os_mode = NONE
         self._admitting = False
+        self._queued = False  # a thread holds the gate mutex for a whole wait
         self.last_used = 0
 
     @property
@@ -273,23 +274,41 @@ class ProcessLock:
             self._readers[thread] = count + 1
             return
         mutex = self._gate_mutex
-        if mutex.acquire(False):
+        trying = deadline is not None and deadline <= time.monotonic()
+        if mutex.acquire(False) or (trying and self._mutex_unless_queued()):
             try:
                 if self._acquire_at_once(exclusive, thread):
                     return
             finally:
                 mutex.release()
-        if deadline is not None and deadline <= time.monotonic():
+        if trying:
             raise Expired  # a try-lock never waits
         with SlowWait(self, EXCLUSIVE if exclusive else SHARED):
             if deadline is None:
                 mutex.acquire()
             elif not mutex.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
                 raise Expired
+            self._queued = True
             try:
                 self._acquire_waiting(exclusive, deadline, thread)
             finally:
+                self._queued = False
                 mutex.release()
+
+    def _mutex_unless_queued(self) -> bool:
+        """For a try-lock: take the gate mutex unless a thread waits with it.
+
+        The mutex is held for microseconds by a thread passing the at-once
+        path, and for a whole wait by a queued one. Failing a try-lock in the
+        first case failed ``timeout=0`` calls (and raised
+        :class:`LockOrderError` for free locks) whenever another thread was
+        merely passing by; in the second case the lock is busy (or a writer
+        waits), so failing is right.
+        """
+        while not self._queued:
+            if self._gate_mutex.acquire(timeout=_FIRST_POLL * 10):
+                return True
+        return False
 
     # The methods below run with the gate mutex held: this thread alone may
     # move the OS state of the lock away from NONE.
@@ -325,10 +344,15 @@ class ProcessLock:
             if exclusive:
                 return False
             with self._cond:
-                if self._os_mode != SHARED or not self._no_writer_waits():
+                if self._os_mode == SHARED:
+                    if not self._no_writer_waits():
+                        return False
+                    self._readers[thread] = 1  # join this process's shared hold
+                    return True
+                if self._os_mode != NONE:
                     return False
-                self._readers[thread] = 1  # join this process's shared hold
-                return True
+            # The last holder let go meanwhile: the lock is free to try (it
+            # stays NONE, only the gate-mutex holder moves it away).
         if self._no_writer_waits() and _oslock.try_lock(lock_fd, exclusive):
             self._record(exclusive, thread)
             return True
