@@ -205,7 +205,7 @@ class ProcessLock:
         self._depth = 0
         self._os_mode = NONE
         self._admitting = False
-        self._queued = False  # a thread holds the gate mutex for a whole wait
+        self._queued = False  # the gate-mutex holder is blocked in a wait
         self.last_used = 0
 
     @property
@@ -288,7 +288,6 @@ class ProcessLock:
                 mutex.acquire()
             elif not mutex.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
                 raise Expired
-            self._queued = True
             try:
                 self._acquire_waiting(exclusive, deadline, thread)
             finally:
@@ -296,11 +295,11 @@ class ProcessLock:
                 mutex.release()
 
     def _mutex_unless_queued(self) -> bool:
-        """For a try-lock: take the gate mutex unless a thread waits with it.
+        """For a try-lock: take the gate mutex unless its holder is blocked.
 
-        The mutex is held for microseconds by a thread passing the at-once
-        path, and for a whole wait by a queued one. Failing a try-lock in the
-        first case failed ``timeout=0`` calls (and raised
+        A thread holds the mutex for microseconds when the lock can be had
+        without waiting, and for a whole wait when it cannot. Failing a
+        try-lock in the first case failed ``timeout=0`` calls (and raised
         :class:`LockOrderError` for free locks) whenever another thread was
         merely passing by; in the second case the lock is busy (or a writer
         waits), so failing is right.
@@ -417,6 +416,7 @@ class ProcessLock:
                 if remaining <= 0:
                     return False
                 interval = min(interval, remaining)
+            self._queued = True
             self._cond.wait(interval)
         return True
 
@@ -439,6 +439,9 @@ class ProcessLock:
     def _wait_locked(
         self, admitted: Callable[[], bool], deadline: float | None
     ) -> bool:
+        if admitted():
+            return True
+        self._queued = True
         if deadline is None:
             return self._cond.wait_for(admitted)
         return self._cond.wait_for(admitted, max(deadline - time.monotonic(), 0.0))
@@ -483,6 +486,7 @@ class ProcessLock:
     def _wait_os(self, fd: int, exclusive: bool, deadline: float | None) -> None:
         if _oslock.try_lock(fd, exclusive):
             return
+        self._queued = True
         if deadline is None:
             _oslock.lock(fd, exclusive)
             return
