@@ -336,3 +336,47 @@ def test_intent_byte_left_by_a_killed_writer_stalls_nobody(tmp_path):
         assert gate.read_bytes() == b"\x00"
     # The gate file was only ever written in place: still one byte.
     assert gate.stat().st_size == 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/locks")
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_keyboard_interrupt_while_queued_behind_another_process_writer(
+    tmp_path, timeout
+):
+    """The wait of a reader whose process holds the lock, behind a writer."""
+    root = tmp_path / "cache"
+    cache = pkgcache.Cache(root)
+    writer = LockServer(str(root))
+    try:
+        writer_pid = writer.call("pid")
+        with _reader_thread(cache, "a") as first_released:
+            outcome = []
+            w = threading.Thread(
+                target=lambda: outcome.append(writer.call("try", "x", ["a"], WAIT))
+            )
+            w.start()
+            _wait_for_waiter(cache, "a", writer_pid)
+            lock = cache._space.package_lock("a")
+
+            def main_is_queued():
+                deadline = time.monotonic() + WAIT
+                while not (lock._admitting and lock._queued):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.001)
+
+            _interrupt_main_when(main_is_queued)
+            with pytest.raises(KeyboardInterrupt):
+                with cache.reading("a", timeout=timeout):
+                    pass
+            assert _cache._local.held == []
+            assert [mode for _, mode in lock.holding_threads()] == ["shared"]
+            assert not lock._gate_mutex.locked()
+            assert not first_released.is_set()
+        # The first reader let go: the writer gets in, then everything is free.
+        w.join(WAIT)
+        assert outcome == [True]
+        _assert_nothing_held(cache, "a")
+        assert writer.call("try", "x", [], 0) is True
+    finally:
+        writer.close()

@@ -34,14 +34,24 @@ leaves the byte set, which costs readers the slow path until the next gate
 holder clears it (a gate holder knows no other writer waits: waiting
 writers hold the gate).
 
+A reader whose process already holds the lock shared, and who sees the byte
+set, waits for that hold to end rather than extend it. Nothing in this
+process would tell it that the writer gave up or died, so that wait re-reads
+the byte every ``_INTENT_RECHECK`` seconds and tries the gate without
+blocking; once the byte is clear, or the gate is free (the byte is stale and
+is cleared), the reader joins the hold.
+
 A thread that already holds the lock re-enters without waiting: shared in
 shared, shared or exclusive in exclusive. Exclusive while holding shared is
 refused with :class:`LockUpgradeError`: a failed in-place flock upgrade
 silently loses the shared lock.
 
-A try-lock (a deadline already past) never waits and never queues at the
-gate. Waits with a deadline poll the lock with a short, growing interval
-(flock has no timed wait); waits without one block in the kernel.
+A try-lock (a deadline already past) never waits for the lock and never
+queues at the gate. It does wait for the gate mutex while its holder is only
+passing through (microseconds), and fails at once when the holder is blocked
+in a wait: then the lock is busy or a writer waits. Waits with a deadline
+poll the lock with a short, growing interval (flock has no timed wait);
+waits without one block in the kernel.
 
 Descriptors stay open after release, in a table bounded to
 ``MAX_IDLE_LOCKS`` idle locks (least recently used are closed first); held
