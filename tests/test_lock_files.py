@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 
 import pytest
 
 import pkgcache
-from pkgcache import _cache
+from pkgcache import _cache, _oslock
 from tests.helpers import SPAWN, WAIT, LockServer, hold_until_killed
 
 linux_only = pytest.mark.skipif(
@@ -116,3 +117,36 @@ def test_planted_root_gate_is_refused_and_untouched(tmp_path, kind):
     assert outside.read_text() == "precious"
     assert outside.stat().st_mtime_ns == mtime
     assert not (tmp_path / "created-by-attack").exists()
+
+
+def test_late_opener_of_a_new_gate_keeps_a_writer_intent(tmp_path, monkeypatch):
+    """Two processes find a new gate empty; the later one must not erase the byte."""
+    gate = tmp_path / "a.gate"
+    gate.touch()
+    first = os.open(gate, os.O_RDWR)
+    second = os.open(gate, os.O_RDWR)
+    try:
+        intent = _oslock.map_intent_byte(first, True, str(gate))
+        intent[0] = 1  # the first process's writer announces itself
+        real_fstat = os.fstat
+        seen_empty = []
+
+        def fstat_as_seen_before(fd):
+            st = real_fstat(fd)
+            if fd == second and not seen_empty:
+                seen_empty.append(True)  # the second opener looked earlier
+                fields = list(st)
+                fields[stat.ST_SIZE] = 0
+                return os.stat_result(fields)
+            return st
+
+        monkeypatch.setattr(_oslock.os, "fstat", fstat_as_seen_before)
+        late = _oslock.map_intent_byte(second, True, str(gate))
+        assert seen_empty
+        assert late[0] == 1
+        assert gate.read_bytes() == b"\x01"
+        intent.close()
+        late.close()
+    finally:
+        os.close(first)
+        os.close(second)
