@@ -64,7 +64,12 @@ class _Watchdog:
                     self._cond.wait(timeout)
                 _, _, wait = heapq.heappop(self._heap)
             if not wait.done:
-                wait.report_slow()
+                try:
+                    wait.report_slow()
+                except Exception:
+                    # One report that fails (a /proc race, a broken handler)
+                    # must not end every later report.
+                    logger.debug("could not report a slow wait", exc_info=True)
 
     def after_fork_in_child(self) -> None:
         self.__init__()  # type: ignore[misc]
