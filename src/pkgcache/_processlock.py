@@ -362,10 +362,23 @@ class ProcessLock:
                     return False
             # The last holder let go meanwhile: the lock is free to try (it
             # stays NONE, only the gate-mutex holder moves it away).
-        if self._no_writer_waits() and _oslock.try_lock(lock_fd, exclusive):
+        return self._no_writer_waits() and self._try_lock_file(
+            lock_fd, exclusive, thread
+        )
+
+    def _try_lock_file(self, lock_fd: int, exclusive: bool, thread: int) -> bool:
+        """Try the lock file without waiting; record the hold if granted."""
+        try:
+            if not _oslock.try_lock(lock_fd, exclusive):
+                return False
             self._record(exclusive, thread)
-            return True
-        return False
+        except BaseException:
+            # A KeyboardInterrupt can land between the flock and the
+            # bookkeeping; unrecorded, the OS lock would be held by nobody.
+            if self._os_mode == NONE:
+                _oslock.unlock(lock_fd)
+            raise
+        return True
 
     def _acquire_waiting(
         self, exclusive: bool, deadline: float | None, thread: int
@@ -373,8 +386,7 @@ class ProcessLock:
         lock_fd = self._lock_fd(exclusive)
         if self._os_mode != NONE and self._admit(exclusive, deadline, thread):
             return
-        if self._no_writer_waits() and _oslock.try_lock(lock_fd, exclusive):
-            self._record(exclusive, thread)
+        if self._no_writer_waits() and self._try_lock_file(lock_fd, exclusive, thread):
             return
         self._queue_at_gate(lock_fd, exclusive, deadline, thread)
 
@@ -532,29 +544,41 @@ class ProcessLock:
             if self._depth > 1:
                 self._depth -= 1
                 return
-            with self._cond:
+        else:
+            count = self._readers[thread]
+            if count > 1:
+                self._readers[thread] = count - 1
+                return
+        with self._cond:
+            if self._writer == thread:
                 self._depth = 0
                 self._writer = None
-                self._release_os()
-            return
-        count = self._readers[thread]
-        if count > 1:
-            self._readers[thread] = count - 1
-            return
-        with self._cond:
-            del self._readers[thread]
-            if not self._readers:
-                self._release_os()
+            else:
+                del self._readers[thread]
+                if self._readers:
+                    return
+            try:
+                self._unlock_os()
+            finally:
+                # A KeyboardInterrupt may cut the unlock short, even before
+                # the flock call; a mode left SHARED let later readers "join"
+                # a hold the kernel had already dropped. While the mode is not
+                # NONE no other thread touches the descriptor, so unlocking
+                # again is safe.
+                if self._os_mode != NONE:
+                    self._unlock_os()
 
-    def _release_os(self) -> None:
+    def _unlock_os(self) -> None:
         # Unlock before saying NONE: a thread that sees NONE may take the OS
-        # lock through the same descriptor at once.
+        # lock through the same descriptor at once. Notify before too (the
+        # waiter runs only once we let go of the condition): an interrupt
+        # after NONE must not leave an admitting waiter asleep.
         fd = self._lock_file.fd
         if fd is not None:
             _oslock.unlock(fd)
-        self._os_mode = NONE
         if self._admitting:
             self._cond.notify()
+        self._os_mode = NONE
 
     # -- descriptors and fork ------------------------------------------------------
 
