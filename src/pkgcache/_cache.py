@@ -145,8 +145,15 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-@functools.lru_cache(maxsize=4096)
+_canonical_cached = functools.lru_cache(maxsize=4096)(canonical_name)
+
+
 def _canonical(name: str) -> NormalizedName:
+    # Only exact str values go through the cache: a list raised TypeError
+    # (unhashable) instead of InvalidPackageName, and a str subclass may
+    # define its own equality.
+    if type(name) is str:
+        return _canonical_cached(name)
     return canonical_name(name)
 
 
@@ -699,10 +706,15 @@ class Cache:
         whole-cache lock and every package lock file in the cache. Holders in
         other processes are found on Linux (``/proc/locks``); elsewhere only
         this process's threads are reported.
+
+        Raises:
+            InvalidPackageName: a name is not a valid project name (nothing
+                touches the disk).
         """
+        names = _canonical_sorted(packages) if packages else ()
         space = self._space or self._open_space()
-        if packages:
-            locks = [space.package_lock(name) for name in _canonical_sorted(packages)]
+        if names:
+            locks = [space.package_lock(name) for name in names]
         else:
             locks = [space.root_lock]
             locks.extend(space.package_lock(name) for name in space.known_packages())
