@@ -110,6 +110,7 @@ def open_lock_file(name: str, *, dir_fd: int | None, display: str) -> tuple[int,
     Raises:
         UnsafePathError: the path is a link, a folder, a FIFO or a device.
         CachePermissionError: the file does not exist and cannot be created.
+        CacheError: the folder of the lock file no longer exists.
     """
 
     def _open(flags: int) -> int:
@@ -125,6 +126,13 @@ def open_lock_file(name: str, *, dir_fd: int | None, display: str) -> tuple[int,
         unsafe = _unsafe_from_errno(exc, display)
         if unsafe is not None:
             raise unsafe from exc
+        if exc.errno == errno.ENOENT:
+            # With O_CREAT, only a missing folder gives ENOENT.
+            raise CacheError(
+                f"cannot open lock file {display}: its folder was removed while "
+                "the cache was in use (lock files must never be deleted: a new "
+                "one does not exclude holders of the old)"
+            ) from exc
         if exc.errno not in _READ_ONLY_ERRNOS:
             raise
         writable = False
