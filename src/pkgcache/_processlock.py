@@ -169,8 +169,13 @@ class _File:
     def open(self) -> int:
         if self.fd is None:
             try:
+                # Without a folder descriptor (no dir_fd on this platform),
+                # the bare name would be opened in the working directory.
+                dir_fd = self.directory.fd
                 self.fd, self.writable = _oslock.open_lock_file(
-                    self.name, dir_fd=self.directory.fd, display=self.path
+                    self.name if dir_fd is not None else self.path,
+                    dir_fd=dir_fd,
+                    display=self.path,
                 )
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE):
