@@ -98,6 +98,10 @@ def open_directory(name: str, *, dir_fd: int | None, display: str) -> int | None
             raise UnsafePathError(display, "it is a symbolic link") from exc
         if exc.errno == errno.ENOTDIR:
             raise UnsafePathError(display, "it is not a directory") from exc
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise CachePermissionError(
+                f"cannot open folder {display}: {exc.strerror}"
+            ) from exc
         raise
 
 
@@ -109,7 +113,8 @@ def open_lock_file(name: str, *, dir_fd: int | None, display: str) -> tuple[int,
 
     Raises:
         UnsafePathError: the path is a link, a folder, a FIFO or a device.
-        CachePermissionError: the file does not exist and cannot be created.
+        CachePermissionError: the file cannot be created, or cannot be
+            opened even for reading.
         CacheError: the folder of the lock file no longer exists.
     """
 
@@ -146,6 +151,10 @@ def open_lock_file(name: str, *, dir_fd: int | None, display: str) -> tuple[int,
             unsafe = _unsafe_from_errno(exc2, display)
             if unsafe is not None:
                 raise unsafe from exc2
+            if exc2.errno in _READ_ONLY_ERRNOS:
+                raise CachePermissionError(
+                    f"cannot open lock file {display}: {exc2.strerror}"
+                ) from exc2
             raise
     try:
         mode = os.fstat(fd).st_mode
