@@ -127,11 +127,14 @@ class Expired(Exception):
     """The deadline passed before the lock was granted."""
 
 
+class _OutOfDescriptors(CacheError):
+    """The process ran out of file descriptors while opening a lock."""
+
+
 def _too_many_open_files(path: str) -> CacheError:
-    return CacheError(
-        f"cannot open lock file {path}: too many open files (pkgcache keeps at "
-        f"most {MAX_IDLE_LOCKS} idle locks open, three descriptors each; held "
-        "locks stay open)"
+    return _OutOfDescriptors(
+        f"cannot open lock file {path}: too many open files (pkgcache closes "
+        "its idle locks first; each lock held keeps three descriptors open)"
     )
 
 
@@ -588,6 +591,17 @@ class ProcessLock:
     # -- descriptors and fork ------------------------------------------------------
 
     def _open(self) -> int:
+        try:
+            return self._open_files()
+        except _OutOfDescriptors:
+            # Fewer descriptors than the idle bound assumed (the limit was
+            # lowered after import, or the application uses many): close
+            # the idle locks, keep fewer from now on, and try once more.
+            if not self.table.shed_idle(self):
+                raise
+        return self._open_files()
+
+    def _open_files(self) -> int:
         lock_fd = self._lock_file.open()
         try:
             gate_fd = self._gate_file.open()
@@ -673,6 +687,23 @@ class LockTable:
                 excess -= 1
                 with self._mutex:
                     self._open.discard(other)
+
+    def shed_idle(self, keep: ProcessLock) -> int:
+        """Close every idle lock but ``keep``; lower the bound; return how many.
+
+        Called when opening a lock ran out of descriptors: the new bound is
+        half of what was open, so the process stops running into its limit.
+        """
+        with self._mutex:
+            candidates = [other for other in self._open if other is not keep]
+            self.max_idle = max(8, min(self.max_idle, len(candidates) // 2))
+        closed = 0
+        for other in candidates:
+            if other.close_if_idle():
+                closed += 1
+                with self._mutex:
+                    self._open.discard(other)
+        return closed
 
     def open_count(self) -> int:
         """Locks with open descriptors."""
