@@ -474,10 +474,25 @@ class LockRequest(Generic[H]):
                 for lock in taken:
                     held.remove(lock)
         finally:
-            for lock in reversed(taken):
-                lock.release(thread)
+            _release_each(reversed(taken), thread)
         if logger.isEnabledFor(DEBUG):
             logger.debug("released %s", ", ".join(lock.what for lock in taken))
+
+
+def _release_each(locks: Iterable[ProcessLock], thread: int) -> None:
+    """Release every lock, even if releasing one raises; then re-raise.
+
+    A KeyboardInterrupt landing inside one release used to skip the rest,
+    leaving the whole-cache lock held by the thread for good.
+    """
+    error: BaseException | None = None
+    for lock in locks:
+        try:
+            lock.release(thread)
+        except BaseException as exc:
+            error = error or exc
+    if error is not None:
+        raise error
 
 
 class Cache:
