@@ -310,6 +310,14 @@ def hold_then_exit(root: str, mode: str, packages: list[str], how: str) -> None:
 
 def fd_exhaustion(root: str, limit: int, result: Any) -> None:
     """Under a low descriptor limit: bounded idle table, clear error, recovery."""
+    try:
+        _fd_exhaustion(root, limit, result)
+    except BaseException as exc:
+        result.put({"crash": repr(exc)})
+        raise
+
+
+def _fd_exhaustion(root: str, limit: int, result: Any) -> None:
     import resource
 
     from pkgcache import _cache
@@ -325,6 +333,7 @@ def fd_exhaustion(root: str, limit: int, result: Any) -> None:
             pass
         peak = max(peak, _cache._table.open_count())
     report["peak_idle"] = peak
+    report["max_idle_after"] = _cache._table.max_idle
     # 2. Holding ever more at once until the descriptors run out.
     stack = contextlib.ExitStack()
     held = 0
@@ -334,7 +343,7 @@ def fd_exhaustion(root: str, limit: int, result: Any) -> None:
             held += 1
         report["error"] = None
     except pkgcache.CacheError as exc:
-        report["error"] = (type(exc).__name__, str(exc))
+        report["error"] = ("CacheError", str(exc))
     except OSError as exc:  # the failure this scenario guards against
         report["error"] = ("raw " + type(exc).__name__, str(exc))
     report["held"] = held
@@ -347,3 +356,58 @@ def fd_exhaustion(root: str, limit: int, result: Any) -> None:
     report["recovered"] = True
     report["open_after"] = _cache._table.open_count()
     result.put(report)
+
+
+# -- permissions (run as an unprivileged user when the tests run as root) ----------
+
+NOBODY = 65534
+
+
+def try_calls(
+    root: str, calls: list[tuple[str, tuple[str, ...]]], drop: bool
+) -> list[str]:
+    """Run lock calls; return ``"ok"`` or the exception's class name for each.
+
+    With ``drop``, become user and group ``nobody`` first, so permission bits
+    bind even when the tests run as root.
+    """
+    if drop:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+    cache = pkgcache.Cache(root)
+    outcomes = []
+    for mode, packages in calls:
+        request = cache.exclusive if mode == "x" else cache.reading
+        try:
+            with request(*packages, timeout=1):
+                outcomes.append("ok")
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+    return outcomes
+
+
+def try_calls_child(
+    root: str, calls: list[tuple[str, tuple[str, ...]]], drop: bool, result: Any
+) -> None:
+    """Spawn target for :func:`try_calls`."""
+    result.put(try_calls(root, calls, drop))
+
+
+# -- fork ---------------------------------------------------------------------------
+
+
+def fork_probe(root: str, packages: list[str], held_by_parent: list[str]) -> int:
+    """In a forked child: take free locks, fail to take the parent's; exit code."""
+    cache = pkgcache.Cache(root)
+    for name in held_by_parent:
+        try:
+            with cache.exclusive(name, timeout=0):
+                return 10  # the child got a lock its parent holds
+        except pkgcache.LockTimeout:
+            pass
+    with cache.exclusive(*packages, timeout=WAIT):
+        pass
+    with cache.reading(*packages, timeout=WAIT):
+        pass
+    return 0
