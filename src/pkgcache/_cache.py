@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import math
 import os
 import threading
 import time
@@ -96,6 +95,8 @@ from ._processlock import (
     ProcessLock,
     _File,
 )
+from ._timeouts import DEFAULT_TIMEOUT, _resolve_timeout
+from ._timeouts import _DefaultTimeout as _DefaultTimeout  # re-exported
 from ._waits import _watchdog, logger
 
 __all__ = ["DEFAULT_TIMEOUT", "Cache", "CacheTransaction", "CacheView"]
@@ -110,18 +111,6 @@ LOCKS_DIR = "locks"
 ROOT_LOCK = ".lock"
 ROOT_GATE = ".root.gate"
 
-
-class _DefaultTimeout:
-    """Marker for "the timeout given to the :class:`Cache`"."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "DEFAULT_TIMEOUT"
-
-
-#: Use the cache's own timeout (the default of every ``timeout=`` argument).
-DEFAULT_TIMEOUT = _DefaultTimeout()
 
 _table = LockTable()
 _spaces: dict[str, _Space] = {}
@@ -313,18 +302,6 @@ def _space_for(root: str, locks_path: str, tag_root: bool) -> _Space:
             locks_path, f"these locks already serve the cache {space.root}"
         )
     return space
-
-
-def _resolve_timeout(
-    timeout: float | _DefaultTimeout | None, default: float | None
-) -> float | None:
-    if isinstance(timeout, _DefaultTimeout):
-        return default
-    if timeout is None:
-        return None
-    if not isinstance(timeout, (int, float)) or math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
-    return float(timeout)
 
 
 class CacheView:
