@@ -96,7 +96,7 @@ from ._processlock import (
     _File,
 )
 from ._timeouts import DEFAULT_TIMEOUT, _resolve_timeout
-from ._timeouts import _DefaultTimeout as _DefaultTimeout  # re-exported
+from ._timeouts import _DefaultTimeout as _DefaultTimeout  # noqa: PLC0414 - uv.py, plugin
 from ._waits import _watchdog, logger
 
 __all__ = ["DEFAULT_TIMEOUT", "Cache", "CacheTransaction", "CacheView"]
