@@ -95,6 +95,7 @@ from ._processlock import (
     ProcessLock,
     _File,
 )
+from ._store import CacheStoreMethods, TransactionStoreMethods, ViewStoreMethods
 from ._timeouts import DEFAULT_TIMEOUT, _resolve_timeout
 from ._timeouts import _DefaultTimeout as _DefaultTimeout  # noqa: PLC0414 - uv.py, plugin
 from ._waits import _watchdog, logger
@@ -304,7 +305,7 @@ def _space_for(root: str, locks_path: str, tag_root: bool) -> _Space:
     return space
 
 
-class CacheView:
+class CacheView(ViewStoreMethods):
     """What ``with cache.reading(...)`` gives: proof of shared locks.
 
     Attributes:
@@ -349,7 +350,7 @@ class CacheView:
         return f"<{name} {list(self.packages)} of {self.cache.root} ({state})>"
 
 
-class CacheTransaction(CacheView):
+class CacheTransaction(CacheView, TransactionStoreMethods):
     """What ``with cache.exclusive(...)`` gives: proof of exclusive locks.
 
     Inside ``exclusive()`` (no packages) it covers every package.
@@ -439,7 +440,7 @@ class LockRequest(Generic[H]):
             logger.debug("released %s", ", ".join(lock.what for lock in taken))
 
 
-class Cache:
+class Cache(CacheStoreMethods):
     """A package cache shared by threads and processes.
 
     ``Cache(root)`` does no I/O. The root, ``<root>/.lock``, ``<root>/locks/``
