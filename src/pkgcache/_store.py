@@ -363,7 +363,7 @@ def _tree_record(name: str, parent_fd: int, st: os.stat_result) -> tuple[int, fl
             "pkgcache: unreadable tree marker in %s; measuring the tree instead",
             name,
         )
-        return _fs.tree_size(tree_fd), st.st_mtime
+        return _fs.tree_size(tree_fd, exclude=TREE_MARKER), st.st_mtime
     finally:
         os.close(tree_fd)
 
