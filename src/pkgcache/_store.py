@@ -69,6 +69,7 @@ from packaging.requirements import InvalidRequirement as _PackagingInvalidRequir
 from packaging.requirements import Requirement
 from packaging.tags import Tag, sys_tags
 from packaging.utils import NormalizedName
+from packaging.version import Version
 
 from . import _fs
 from ._errors import (
@@ -395,7 +396,8 @@ def _entry(
     return Entry(
         package=package,
         key=key,
-        path=Path(cache.root, PACKAGES_DIR, package, key),
+        # One string to parse: much cheaper than joining parts (pathlib).
+        path=Path(f"{cache.root}/{PACKAGES_DIR}/{package}/{key}"),
         kind=info.kind,
         version=info.version,
         build_tag=info.build_tag,
@@ -531,7 +533,10 @@ def _find(
     packages_fd = _store_dir(cache, PACKAGES_DIR, create=False)
     if packages_fd is None:
         return None
-    candidates: list[tuple[str, ArtifactName, int]] = []
+    # Wheels of one package mostly share their tags: rank each set once, by
+    # the tag part of the file name (cheaper to hash than a set of tags).
+    rank_of: dict[str, int] = {}
+    by_version: dict[Version, list[tuple[str, ArtifactName, int]]] = {}
     with _opened([packages_fd]):
         package_fd = _package_dir(cache, packages_fd, package, create=False)
         if package_fd is None:
@@ -541,29 +546,28 @@ def _find(
                 if is_tree:
                     continue
                 info = artifact_name(package, name)
-                if info.kind == "file" or (kind is not None and info.kind != kind):
+                if info.version is None or (kind is not None and info.kind != kind):
                     continue
                 rank = 0
                 if info.kind == "wheel":
-                    found = [ranks[tag] for tag in info.tags if tag in ranks]
-                    if not found:
-                        continue
-                    rank = min(found)
-                candidates.append((key, info, rank))
-    versions = {info.version for _, info, _ in candidates}
-    allowed = set(req.specifier.filter(versions))
-    best: tuple[str, ArtifactName, int] | None = None
-    best_order: tuple[object, ...] = ()
-    # Sorted by key so that, among equals, the shortest key wins.
-    for candidate in sorted(candidates, key=lambda c: c[0]):
-        _, info, rank = candidate
-        if info.version not in allowed:
-            continue
-        order = (info.version, info.build_tag, info.kind == "wheel", -rank)
-        if best is None or order > best_order:
-            best, best_order = candidate, order
-    if best is None:
+                    tag_part = name.rsplit("-", 3)
+                    tag_key = "-".join(tag_part[1:])
+                    rank = rank_of.get(tag_key, -2)
+                    if rank == -2:
+                        found = [ranks[tag] for tag in info.tags if tag in ranks]
+                        rank = rank_of[tag_key] = min(found, default=-1)
+                    if rank < 0:
+                        continue  # no tag this interpreter supports
+                by_version.setdefault(info.version, []).append((key, info, rank))
+    allowed = list(req.specifier.filter(by_version))
+    if not allowed:
         return None
+    # Highest version; then highest build tag, a wheel over an sdist, the
+    # most preferred tag; among equals the first key in sorted order.
+    best = max(
+        sorted(by_version[max(allowed)]),
+        key=lambda c: (c[1].build_tag, c[1].kind == "wheel", -c[2]),
+    )
     return _located(view, package, best[0])
 
 
