@@ -56,10 +56,15 @@ def open_dir(name: str, dir_fd: int, *, create: bool, display: str) -> int:
         NotADirectoryError: it is a file.
         FileNotFoundError: it does not exist and ``create`` is false.
     """
-    if create:
+    try:
+        try:
+            return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            if not create:
+                raise
+        # Created only when missing: a mkdir that fails costs a lookup too.
         with contextlib.suppress(FileExistsError):
             os.mkdir(name, 0o777, dir_fd=dir_fd)
-    try:
         return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
         # O_DIRECTORY | O_NOFOLLOW on a link gives ELOOP or ENOTDIR (Linux).
