@@ -53,6 +53,17 @@ def bench_add_find(work: Path, packages: int, versions: int) -> dict[str, Any]:
             with cache.exclusive(name) as txn:
                 txn.add(path)
     add_seconds = time.perf_counter() - start
+    # The floor: the same copies by hand (create, copy, rename), no store.
+    raw = work / "raw-1"
+    raw.mkdir()
+    start = time.perf_counter()
+    for name in names:
+        for path in files[name]:
+            staged = raw / f"{path.name}.part"
+            with open(path, "rb") as source, open(staged, "xb") as target:
+                os.sendfile(target.fileno(), source.fileno(), 0, len(PAYLOAD))
+            os.rename(staged, raw / path.name)
+    raw_seconds = time.perf_counter() - start
     start = time.perf_counter()
     finds = 0
     for name in names:
@@ -66,6 +77,8 @@ def bench_add_find(work: Path, packages: int, versions: int) -> dict[str, Any]:
         "adds": adds,
         "add_seconds": add_seconds,
         "adds_per_second": adds / add_seconds,
+        "raw_copy_seconds": raw_seconds,
+        "raw_copies_per_second": adds / raw_seconds,
         "finds": finds,
         "find_seconds": find_seconds,
         "finds_per_second": finds / find_seconds,
@@ -150,6 +163,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the sizes")
     parser.add_argument("--dir", default=None, help="where to build the caches")
+    parser.add_argument("--name", default="store", help="results file name")
     args = parser.parse_args()
     s = args.scale
     print(machine())
@@ -161,8 +175,24 @@ def main() -> None:
             table(
                 ["operation", "count", "seconds", "per second"],
                 [
-                    ["add", add_find["adds"], add_find["add_seconds"], add_find["adds_per_second"]],
-                    ["find", add_find["finds"], add_find["find_seconds"], add_find["finds_per_second"]],
+                    [
+                        "add",
+                        add_find["adds"],
+                        add_find["add_seconds"],
+                        add_find["adds_per_second"],
+                    ],
+                    [
+                        "raw copy (floor)",
+                        add_find["adds"],
+                        add_find["raw_copy_seconds"],
+                        add_find["raw_copies_per_second"],
+                    ],
+                    [
+                        "find",
+                        add_find["finds"],
+                        add_find["find_seconds"],
+                        add_find["finds_per_second"],
+                    ],
                 ],
             )
         )
@@ -183,12 +213,24 @@ def main() -> None:
                     ["fill (add, move=True)", prune["fill_seconds"]],
                     ["info()", prune["info_seconds"]],
                     ["prune() removing nothing", prune["prune_nothing_seconds"]],
-                    [f"prune() removing {prune['removed']}", prune["prune_half_seconds"]],
+                    [
+                        f"prune() removing {prune['removed']}",
+                        prune["prune_half_seconds"],
+                    ],
                 ],
             )
         )
         os.sync()
-    path = save("store", {"add_find": add_find, "find_latency": find, "prune": prune})
+    path = save(
+        args.name,
+        {
+            "dir": args.dir,
+            "scale": s,
+            "add_find": add_find,
+            "find_latency": find,
+            "prune": prune,
+        },
+    )
     print(f"\nsaved {path}")
 
 

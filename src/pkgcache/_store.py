@@ -63,7 +63,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from packaging.requirements import InvalidRequirement as _PackagingInvalidRequirement
 from packaging.requirements import Requirement
@@ -429,6 +429,41 @@ def _scan(cache: _CacheLike, package: NormalizedName) -> list[Entry]:
             ]
     entries.sort(key=lambda entry: entry.key)
     return entries
+
+
+class _Record(NamedTuple):
+    """What prune and info need of an entry: no parsing, no path."""
+
+    last_used: float
+    package: str
+    key: str
+    size: int
+
+
+def _records(cache: _CacheLike, package: NormalizedName) -> list[_Record]:
+    """Size and last use of every entry of ``package`` (cheaper than _scan)."""
+    packages_fd = _store_dir(cache, PACKAGES_DIR, create=False)
+    if packages_fd is None:
+        return []
+    records = []
+    with _opened([packages_fd]):
+        package_fd = _package_dir(cache, packages_fd, package, create=False)
+        if package_fd is None:
+            return []
+        with _opened([package_fd]):
+            for key, fd, name, is_tree in _walk(package_fd):
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    if is_tree:
+                        size = _tree_record(name, fd, st)[0]
+                    elif stat.S_ISREG(st.st_mode):
+                        size = st.st_size
+                    else:
+                        continue
+                except FileNotFoundError:
+                    continue
+                records.append(_Record(st.st_atime, package, key, size))
+    return records
 
 
 def _touch(chain: _Chain, st: os.stat_result) -> float:
@@ -943,11 +978,11 @@ def _info(cache: _CacheLike, timeout: float | _DefaultTimeout | None) -> CacheIn
         _root_fd(cache)
         for name in _package_names(cache):
             try:
-                entries = _scan(cache, name)
+                records = _records(cache, name)
             except UnsafePathError:
                 continue
-            if entries:
-                per_package[name] = (len(entries), sum(e.size for e in entries))
+            if records:
+                per_package[name] = (len(records), sum(r.size for r in records))
     from types import MappingProxyType  # noqa: PLC0415
 
     return CacheInfo(
@@ -996,12 +1031,12 @@ def _prune(
     with cache.reading(timeout=timeout):
         _root_fd(cache)
         now = time.time()
-        seen: list[Entry] = []
+        seen: list[_Record] = []
         for package in _package_names(cache):
             with contextlib.suppress(UnsafePathError):
-                seen.extend(_scan(cache, package))
-        seen.sort(key=lambda e: (e.last_used, e.package, e.key))
-        total = sum(entry.size for entry in seen)
+                seen.extend(_records(cache, package))
+        seen.sort()  # least recently used first
+        total = sum(record.size for record in seen)
         leftovers = _leftover_packages(cache)
         done: set[tuple[str, str]] = set()
         for _ in range(3):
@@ -1014,14 +1049,14 @@ def _prune(
                 older_than=older_than,
                 now=now,
             )
-            visit = {entry.package for entry in chosen} | (leftovers - skipped)
+            visit = {record.package for record in chosen} | (leftovers - skipped)
             leftovers = set()
             if not visit:
                 break
-            by_package: dict[str, dict[str, Entry]] = {name: {} for name in visit}
-            for entry in chosen:
-                by_package[entry.package][entry.key] = entry
-                done.add((entry.package, entry.key))
+            by_package: dict[str, dict[str, _Record]] = {name: {} for name in visit}
+            for record in chosen:
+                by_package[record.package][record.key] = record
+                done.add((record.package, record.key))
             for name in sorted(visit):
                 with _try_exclusive(cache, NormalizedName(name)) as held:
                     if not held:
@@ -1063,7 +1098,7 @@ def _leftover_packages(cache: _CacheLike) -> set[str]:
 
 
 def _choose(
-    seen: list[Entry],
+    seen: list[_Record],
     done: set[tuple[str, str]],
     skipped: set[str],
     total: int,
@@ -1071,7 +1106,7 @@ def _choose(
     max_bytes: int | None,
     older_than: float | None,
     now: float,
-) -> list[Entry]:
+) -> list[_Record]:
     """The entries to remove next, least recently used first."""
     cutoff = None if older_than is None else now - older_than
     chosen = []
@@ -1087,7 +1122,7 @@ def _choose(
 
 
 def _prune_package(
-    cache: _CacheLike, package: NormalizedName, chosen: dict[str, Entry]
+    cache: _CacheLike, package: NormalizedName, chosen: dict[str, _Record]
 ) -> tuple[list[Entry], int]:
     """Under ``package``'s exclusive lock: remove chosen entries not used since."""
     gone: list[Entry] = []
@@ -1097,13 +1132,20 @@ def _prune_package(
             reaped = _reap(cache, tmp_fd, package) if tmp_fd is not None else 0
             if not chosen or tmp_fd is None:
                 return gone, reaped
-            for current in _scan(cache, package):
+            for current in _records(cache, package):
                 picked = chosen.get(current.key)
                 if picked is None or current.last_used > picked.last_used:
                     continue  # used since the scan: no longer the oldest
                 with _Chain(cache, package, key_parts(current.key)) as chain:
-                    if chain.open(create=False) and _remove_at(chain, tmp_fd):
-                        gone.append(current)
+                    if not chain.open(create=False):
+                        continue
+                    is_tree = _is_tree_at(chain)
+                    location = (chain.parent, chain.last)
+                    entry = _entry(
+                        cache, package, current.key, location, is_tree=is_tree
+                    )
+                    if entry is not None and _remove_at(chain, tmp_fd):
+                        gone.append(entry)
                         chain.remove_empty_folders()
     return gone, reaped
 
