@@ -63,12 +63,20 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+import attrs
 from packaging.requirements import InvalidRequirement as _PackagingInvalidRequirement
 from packaging.requirements import Requirement
 from packaging.tags import Tag, sys_tags
-from packaging.utils import NormalizedName
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    NormalizedName,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
 from packaging.version import Version
 
 from . import _fs
@@ -438,6 +446,7 @@ class _Record(NamedTuple):
     package: str
     key: str
     size: int
+    is_tree: bool
 
 
 def _records(cache: _CacheLike, package: NormalizedName) -> list[_Record]:
@@ -462,7 +471,7 @@ def _records(cache: _CacheLike, package: NormalizedName) -> list[_Record]:
                         continue
                 except FileNotFoundError:
                     continue
-                records.append(_Record(st.st_atime, package, key, size))
+                records.append(_Record(st.st_atime, package, key, size, is_tree))
     return records
 
 
@@ -511,8 +520,6 @@ def _located(view: _Handle, package: NormalizedName, key: str) -> Entry:
 def _with_last_used(entry: Entry, used: float) -> Entry:
     if used <= entry.last_used:
         return entry
-    import attrs  # noqa: PLC0415 - only on this path
-
     return attrs.evolve(entry, last_used=used)
 
 
@@ -657,13 +664,6 @@ def _target(
     if len(handle.packages) == 1 and not handle.whole_cache:
         return handle.packages[0]
     if filename is not None:
-        from packaging.utils import (  # noqa: PLC0415
-            InvalidSdistFilename,
-            InvalidWheelFilename,
-            parse_sdist_filename,
-            parse_wheel_filename,
-        )
-
         with contextlib.suppress(InvalidWheelFilename, InvalidSdistFilename):
             if filename.endswith(".whl"):
                 return handle.covers(parse_wheel_filename(filename)[0])
@@ -983,8 +983,6 @@ def _info(cache: _CacheLike, timeout: float | _DefaultTimeout | None) -> CacheIn
                 continue
             if records:
                 per_package[name] = (len(records), sum(r.size for r in records))
-    from types import MappingProxyType  # noqa: PLC0415
-
     return CacheInfo(
         root=cache.root,
         packages=len(per_package),
@@ -1136,17 +1134,23 @@ def _prune_package(
                 picked = chosen.get(current.key)
                 if picked is None or current.last_used > picked.last_used:
                     continue  # used since the scan: no longer the oldest
-                with _Chain(cache, package, key_parts(current.key)) as chain:
+                parts = key_parts(current.key)
+                with _Chain(cache, package, parts) as chain:
                     if not chain.open(create=False):
                         continue
-                    is_tree = _is_tree_at(chain)
                     location = (chain.parent, chain.last)
                     entry = _entry(
-                        cache, package, current.key, location, is_tree=is_tree
+                        cache, package, current.key, location, is_tree=current.is_tree
                     )
                     if entry is not None and _remove_at(chain, tmp_fd):
                         gone.append(entry)
-                        chain.remove_empty_folders()
+                        if len(parts) > 1:
+                            chain.remove_empty_folders()
+            if gone:  # the package folder, if that emptied it
+                packages_fd = _store_dir(cache, PACKAGES_DIR, create=False)
+                if packages_fd is not None:
+                    with _opened([packages_fd]), contextlib.suppress(OSError):
+                        os.rmdir(package, dir_fd=packages_fd)
     return gone, reaped
 
 
