@@ -273,6 +273,11 @@ class _Space:
                     self._packages[name] = lock
         return lock
 
+    def locks(self) -> list[ProcessLock]:
+        """The whole-cache lock and every package lock this process has used."""
+        with self._mutex:
+            return [self.root_lock, *self._packages.values()]
+
     def known_packages(self) -> list[NormalizedName]:
         """Canonical names of every package lock file in the locks folder."""
         names = []
@@ -638,6 +643,18 @@ class Cache:
             locks = [space.root_lock]
             locks.extend(space.package_lock(name) for name in space.known_packages())
         return holders_of(locks)
+
+    def _held_in_process(self) -> list[tuple[ProcessLock, list[tuple[int, str]]]]:
+        """Locks of this root held by threads of this process, and by whom.
+
+        Covers locks taken through any :class:`Cache` object on this root.
+        Opens nothing; for checks such as the pytest plugin's teardown.
+        """
+        space = _spaces.get(self._locks_path)
+        if space is None:
+            return []
+        held = [(lock, lock.holding_threads()) for lock in space.locks()]
+        return [(lock, threads) for lock, threads in held if threads]
 
     def lock_path(self, package: str | None = None) -> Path:
         """The lock file of ``package``, or of the whole cache for ``None``."""
