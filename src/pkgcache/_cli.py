@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -411,12 +412,14 @@ def _patiently(
     timeout: float | None,
 ) -> _T:
     """Call ``attempt(0)``; if a lock is busy, say once who holds it, then wait."""
+    if timeout == 0:
+        return attempt(0)
     try:
         return attempt(0)
     except LockTimeout:
         pass
     what = ", ".join(packages) if packages else "the whole cache"
-    holders = [h for h in cache.holders(*packages) if h.pid != os.getpid()]
+    holders = [h for h in cache.holders(*packages) if not h.waiting]
     print(
         f"{PROG}: waiting for {what}: {_holders_line(holders)}",
         file=sys.stderr,
@@ -463,7 +466,7 @@ def _cmd_prune(args: argparse.Namespace, root: Path) -> int:
 
 
 def _cmd_locks(args: argparse.Namespace, root: Path) -> int:
-    holders = [h for h in _existing_cache(root).holders() if h.pid != os.getpid()]
+    holders = _existing_cache(root).holders()
     if args.json:
         _print_json([attrs.asdict(h) for h in holders], sys.stdout)
         return EXIT_OK
@@ -579,20 +582,30 @@ def _cmd_run(args: argparse.Namespace, root: Path) -> int:
     def remaining() -> float | None:
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
+    held = ExitStack()
+
+    def take(name: str, timeout: float | None) -> None:
+        request = cache.exclusive if modes[name] else cache.reading
+        held.enter_context(request(name, timeout=timeout))
+
     env = dict(os.environ)
     env[ENV_CACHE_DIR] = str(root)
-    with _SignalForwarder() as forwarder, ExitStack() as held:
+    with _SignalForwarder() as forwarder, held:
         try:
             if args.exclusive_all:
-                held.enter_context(cache.exclusive(timeout=remaining()))
+                _patiently(
+                    cache,
+                    (),
+                    lambda t: held.enter_context(cache.exclusive(timeout=t)),
+                    remaining(),
+                )
             elif not modes:
                 held.enter_context(cache.reading(timeout=remaining()))
             # Mixed modes: one package per call, in the global lock order
             # (sorted canonical names), so each call only adds locks later in
             # the order than those already held and cannot deadlock.
             for name in sorted(modes):
-                request = cache.exclusive if modes[name] else cache.reading
-                held.enter_context(request(name, timeout=remaining()))
+                _patiently(cache, (name,), functools.partial(take, name), remaining())
         except _Interrupted as exc:
             return EXIT_SIGNAL_BASE + exc.signum
         return forwarder.start(command, env)
