@@ -157,11 +157,16 @@ def _canonical_sorted(names: tuple[str, ...]) -> tuple[NormalizedName, ...]:
 
 
 class _Space:
-    """The locks of one cache root, shared by every :class:`Cache` on it."""
+    """The locks of one cache root, shared by every :class:`Cache` on it.
 
-    def __init__(self, root: str, locks_path: str) -> None:
+    ``tag_root`` is false for a root another tool owns (see
+    :meth:`Cache._attach`): then nothing but ``<root>/.lock`` is created in it.
+    """
+
+    def __init__(self, root: str, locks_path: str, *, tag_root: bool = True) -> None:
         self.root = root
         self.locks_path = locks_path
+        self.tag_root = tag_root
         self.root_dir, self.locks_dir = self._open_layout()
         self.root_lock = self._new_lock(
             None, _File(self.root_dir, ROOT_LOCK), _File(self.locks_dir, ROOT_GATE)
@@ -209,7 +214,8 @@ class _Space:
                     dir_fd=dir_fd,
                     display=self.locks_path,
                 )
-            self._write_cachedir_tag(dir_fd)
+            if self.tag_root:
+                self._write_cachedir_tag(dir_fd)
         except FileNotFoundError as exc:
             _oslock.close(root_fd)
             raise CachePermissionError(
@@ -297,13 +303,20 @@ class _Space:
         return sorted(names)
 
 
-def _space_for(root: str, locks_path: str) -> _Space:
+def _space_for(root: str, locks_path: str, tag_root: bool) -> _Space:
     space = _spaces.get(locks_path)
     if space is None:
         with _spaces_mutex:
             space = _spaces.get(locks_path)
             if space is None:
-                space = _spaces[locks_path] = _Space(root, locks_path)
+                space = _spaces[locks_path] = _Space(
+                    root, locks_path, tag_root=tag_root
+                )
+    if space.root != root:
+        # Only Cache._attach can get here: its locks would guard another root.
+        raise UnsafePathError(
+            locks_path, f"these locks already serve the cache {space.root}"
+        )
     return space
 
 
@@ -472,6 +485,9 @@ class Cache:
             ``0`` never waits.
     """
 
+    # False for a root another tool owns (see _attach).
+    _tag_root = True
+
     def __init__(
         self, root: str | os.PathLike[str], *, timeout: float | None = None
     ) -> None:
@@ -480,6 +496,28 @@ class Cache:
         self.timeout = _resolve_timeout(timeout, None)
         self._locks_path = os.path.join(self._real_root, LOCKS_DIR)
         self._space: _Space | None = None
+
+    @classmethod
+    def _attach(
+        cls,
+        root: str | os.PathLike[str],
+        locks_path: str | os.PathLike[str],
+        *,
+        timeout: float | None = None,
+    ) -> Cache:
+        """A cache on a folder another tool owns, for integrations (private).
+
+        The whole-cache lock stays ``<root>/.lock`` (the other tool's lock
+        file, e.g. uv's); package locks, their gates and the root gate live
+        in ``locks_path``, which the caller picks where the other tool never
+        looks. Nothing but ``<root>/.lock`` is ever created inside ``root``.
+        Every process that works on ``root`` must pass the same
+        ``locks_path``, or their package locks do not meet.
+        """
+        cache = cls(root, timeout=timeout)
+        cache._locks_path = os.path.realpath(os.fspath(locks_path))
+        cache._tag_root = False
+        return cache
 
     @property
     def root(self) -> Path:
@@ -490,7 +528,7 @@ class Cache:
         return f"Cache({str(self._root)!r}, timeout={self.timeout!r})"
 
     def _open_space(self) -> _Space:
-        self._space = _space_for(self._real_root, self._locks_path)
+        self._space = _space_for(self._real_root, self._locks_path, self._tag_root)
         return self._space
 
     # -- the lock API ----------------------------------------------------------
