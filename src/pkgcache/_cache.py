@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import math
 import os
 import threading
 import time
@@ -96,6 +95,9 @@ from ._processlock import (
     ProcessLock,
     _File,
 )
+from ._store import CacheStoreMethods, TransactionStoreMethods, ViewStoreMethods
+from ._timeouts import DEFAULT_TIMEOUT, _resolve_timeout
+from ._timeouts import _DefaultTimeout as _DefaultTimeout  # noqa: PLC0414 - uv.py, plugin
 from ._waits import _watchdog, logger
 
 __all__ = ["DEFAULT_TIMEOUT", "Cache", "CacheTransaction", "CacheView"]
@@ -110,18 +112,6 @@ LOCKS_DIR = "locks"
 ROOT_LOCK = ".lock"
 ROOT_GATE = ".root.gate"
 
-
-class _DefaultTimeout:
-    """Marker for "the timeout given to the :class:`Cache`"."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "DEFAULT_TIMEOUT"
-
-
-#: Use the cache's own timeout (the default of every ``timeout=`` argument).
-DEFAULT_TIMEOUT = _DefaultTimeout()
 
 _table = LockTable()
 _spaces: dict[str, _Space] = {}
@@ -320,19 +310,7 @@ def _space_for(root: str, locks_path: str, tag_root: bool) -> _Space:
     return space
 
 
-def _resolve_timeout(
-    timeout: float | _DefaultTimeout | None, default: float | None
-) -> float | None:
-    if isinstance(timeout, _DefaultTimeout):
-        return default
-    if timeout is None:
-        return None
-    if not isinstance(timeout, (int, float)) or math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
-    return float(timeout)
-
-
-class CacheView:
+class CacheView(ViewStoreMethods):
     """What ``with cache.reading(...)`` gives: proof of shared locks.
 
     Attributes:
@@ -377,7 +355,7 @@ class CacheView:
         return f"<{name} {list(self.packages)} of {self.cache.root} ({state})>"
 
 
-class CacheTransaction(CacheView):
+class CacheTransaction(CacheView, TransactionStoreMethods):
     """What ``with cache.exclusive(...)`` gives: proof of exclusive locks.
 
     Inside ``exclusive()`` (no packages) it covers every package.
@@ -467,7 +445,7 @@ class LockRequest(Generic[H]):
             logger.debug("released %s", ", ".join(lock.what for lock in taken))
 
 
-class Cache:
+class Cache(CacheStoreMethods):
     """A package cache shared by threads and processes.
 
     ``Cache(root)`` does no I/O. The root, ``<root>/.lock``, ``<root>/locks/``
