@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -17,19 +18,24 @@ from pkgcache import Cache, LockTimeout
 from pkgcache.pytest_plugin import CacheFactory
 
 
-def publish(cache: Cache, package: str, version: str) -> None:
-    """The code under test: write a file for ``package`` under its lock."""
-    with cache.exclusive(package):
-        folder = cache.root / "artifacts" / package
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{package}-{version}.txt").write_text(version)
+def publish(cache: Cache, package: str, version: str, work: Path) -> None:
+    """The code under test: store an sdist of ``package`` under its lock."""
+    sdist = work / f"{package.replace('-', '_')}-{version}.tar.gz"
+    sdist.write_bytes(version.encode())
+    with cache.exclusive(package) as txn:
+        txn.add(sdist, move=True)
 
 
-def test_publish_from_many_threads(pkgcache: Cache) -> None:
+def test_publish_from_many_threads(pkgcache: Cache, tmp_path: Path) -> None:
     jobs = [(f"pkg-{i % 3}", f"1.{i}") for i in range(12)]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(lambda job: publish(pkgcache, *job), jobs))
-    assert len(list((pkgcache.root / "artifacts").rglob("*.txt"))) == 12
+        list(pool.map(lambda job: publish(pkgcache, *job, tmp_path), jobs))
+    with pkgcache.reading("pkg-0", "pkg-1", "pkg-2") as view:
+        assert [len(view.entries(f"pkg-{i}")) for i in range(3)] == [4, 4, 4]
+        newest = view.find("pkg-1")
+        assert newest is not None
+        assert str(newest.version) == "1.10"
+    assert pkgcache.info().entries == 12
 
 
 def test_a_writer_excludes_readers(pkgcache: Cache) -> None:

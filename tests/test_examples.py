@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
+
+import pkgcache
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TIMEOUT = 90
@@ -33,6 +36,38 @@ def run_example(*argv: str) -> subprocess.CompletedProcess[str]:
 def test_workers() -> None:
     out = run_example("examples/workers.py").stdout
     assert "exclusive() waits for everyone" in out
+
+
+@pytest.mark.timeout(TIMEOUT + 10)
+def test_fromager_style_builder(tmp_path: Path) -> None:
+    out = run_example("examples/fromager_style_builder.py", str(tmp_path)).stdout
+    assert "built 14 wheels of 7 packages in 2 rounds" in out
+    assert "installed 28 build dependencies from the cache" in out
+    assert "removed 7 stale wheels" in out
+    assert "clean('pytest'): removed 1 entries" in out
+    assert "cache now: 6 packages, 6 entries" in out
+    # The wheels it left are valid: every file matches the RECORD.
+    cache = pkgcache.Cache(tmp_path)
+    packages = ["setuptools", "wheel", "setuptools-scm", "packaging", "pluggy"]
+    with cache.reading(*packages, "iniconfig", "pytest") as view:
+        assert view.entries("pytest") == []
+        wheels = [e.path for p in [*packages, "iniconfig"] for e in view.entries(p)]
+        assert len(wheels) == 6
+        for wheel in wheels:
+            check_wheel(wheel)
+
+
+def check_wheel(wheel: Path) -> None:
+    """Every file of ``wheel`` is in its RECORD and the METADATA is there."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        record = next(n for n in names if n.endswith(".dist-info/RECORD"))
+        listed = [
+            line.split(",")[0] for line in archive.read(record).decode().splitlines()
+        ]
+        assert sorted(listed) == sorted(names)
+        metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        assert "Version: 1.0.0" in archive.read(metadata).decode()
 
 
 @pytest.mark.timeout(TIMEOUT + 10)

@@ -50,6 +50,7 @@ from ._cache import Cache
 from ._errors import CacheError, InvalidPackageName, LockTimeout
 from ._holders import Holder
 from ._names import canonical_name
+from ._records import Entry
 
 __all__ = [
     "EXIT_FAILURE",
@@ -378,13 +379,11 @@ def _cmd_info(args: argparse.Namespace, root: Path) -> int:
     return EXIT_OK
 
 
-def _entry_json(entry: Any) -> dict[str, Any]:
+def _entry_json(entry: Entry) -> dict[str, Any]:
     data: dict[str, Any] = attrs.asdict(entry, recurse=False)
     data["path"] = str(entry.path)
-    data["tags"] = sorted(str(tag) for tag in (entry.tags or ()))
-    for field in ("version", "build_tag"):
-        if data.get(field) is not None:
-            data[field] = str(data[field]) if field == "version" else data[field]
+    data["version"] = None if entry.version is None else str(entry.version)
+    data["tags"] = sorted(str(tag) for tag in entry.tags)
     return data
 
 
@@ -392,7 +391,7 @@ def _cmd_list(args: argparse.Namespace, root: Path) -> int:
     cache = _existing_cache(root)
     packages = tuple(args.packages)
     names = packages or tuple(sorted(cache.info().per_package))
-    entries: list[Any] = []
+    entries: list[Entry] = []
     # One package at a time: a listing never holds every package at once.
     for name in names:
         with cache.reading(name) as view:
