@@ -32,8 +32,8 @@ def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, 
 @contextmanager
 def held_in_thread(
     cache: pkgcache.Cache, mode: str, *packages: str
-) -> Iterator[threading.Thread]:
-    """Hold locks in another thread of this process for the with-block."""
+) -> Iterator[threading.Event]:
+    """Hold locks in another thread for the with-block; set the event to release."""
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -48,7 +48,7 @@ def held_in_thread(
     thread.start()
     try:
         assert held.wait(WAIT)
-        yield thread
+        yield release
     finally:
         release.set()
         thread.join(WAIT)
@@ -502,3 +502,147 @@ def test_run_interrupted_while_waiting_never_runs_the_command(
     assert not marker.exists()
     with cache.exclusive("a", timeout=0):
         pass
+
+
+# -- the store: info, list, clean, prune -----------------------------------------
+
+
+def populate(root: Path, work: Path) -> pkgcache.Cache:
+    """a: two sdists of 1000 and 2000 bytes; b: one wheel of 500 bytes."""
+    cache = pkgcache.Cache(root)
+    work.mkdir(exist_ok=True)
+    files = {
+        "a": [("a-1.0.tar.gz", 1000), ("a-2.0.tar.gz", 2000)],
+        "b": [("b-1.0-py3-none-any.whl", 500)],
+    }
+    for package, names in files.items():
+        with cache.exclusive(package) as txn:
+            for name, size in names:
+                (work / name).write_bytes(b"x" * size)
+                txn.add(work / name, move=True)
+    return cache
+
+
+def test_info_and_list(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    populate(root, tmp_path / "work")
+    code, out, err = run_main(capsys, "--cache-dir", str(root), "info")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1:] == [
+        "packages: 2",
+        "entries:  3",
+        "size:     3.4 KiB (3500 bytes)",
+    ]
+    code, out, _ = run_main(capsys, "--cache-dir", str(root), "info", "--json")
+    assert json.loads(out) == {
+        "root": str(root),
+        "packages": 2,
+        "entries": 3,
+        "bytes": 3500,
+        "per_package": {
+            "a": {"entries": 2, "bytes": 3000},
+            "b": {"entries": 1, "bytes": 500},
+        },
+    }
+    code, out, _ = run_main(capsys, "--cache-dir", str(root), "list")
+    assert [line.split() for line in out.splitlines()] == [
+        ["a", "1000", "B", "a-1.0.tar.gz"],
+        ["a", "2.0", "KiB", "a-2.0.tar.gz"],
+        ["b", "500", "B", "b-1.0-py3-none-any.whl"],
+    ]
+    code, out, _ = run_main(capsys, "--cache-dir", str(root), "list", "B", "--json")
+    [entry] = json.loads(out)
+    assert entry["package"] == "b"
+    assert entry["key"] == "b-1.0-py3-none-any.whl"
+    assert (entry["kind"], entry["version"], entry["size"]) == ("wheel", "1.0", 500)
+    assert entry["tags"] == ["py3-none-any"]
+    assert Path(entry["path"]).read_bytes() == b"x" * 500
+    assert run_main(capsys, "--cache-dir", str(root), "list", "zzz") == (0, "", "")
+
+
+def test_clean_packages_then_everything(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    root = tmp_path / "cache"
+    cache = populate(root, tmp_path / "work")
+    code, out, err = run_main(capsys, "--cache-dir", str(root), "clean", "A")
+    assert (code, err) == (0, "")
+    assert out == "cleaned a: removed 2 entries, freed 2.9 KiB\n"
+    assert cache.info().per_package == {"b": (1, 500)}
+    code, out, _ = run_main(capsys, "--cache-dir", str(root), "clean")
+    assert out == "cleaned the whole cache: removed 1 entries, freed 500 B\n"
+    assert cache.info().entries == 0
+    missing = tmp_path / "missing"
+    code, out, _ = run_main(capsys, "--cache-dir", str(missing), "clean", "a")
+    assert (code, out) == (0, f"nothing to clean: no cache at {missing}\n")
+    assert not missing.exists()
+
+
+def test_clean_timeout_says_who_holds_and_changes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    root = tmp_path / "cache"
+    cache = populate(root, tmp_path / "work")
+    with held_in_thread(cache, "r", "a"):
+        code, out, err = run_main(
+            capsys, "--cache-dir", str(root), "clean", "a", "--timeout", "0.05"
+        )
+    assert (code, out) == (3, "")
+    waiting, error = err.splitlines()
+    assert waiting == (
+        f"pkgcache: waiting for a: pid {os.getpid()} holds shared lock on 'a' "
+        f"(threads: holder) [{waiting.split('[', 1)[1]}"
+    )
+    assert error.startswith("pkgcache: error: timed out after ")
+    assert "exclusive lock on package 'a'" in error
+    assert cache.info().entries == 3
+
+
+@pytest.mark.timeout(60)
+def test_clean_waits_for_the_holder_then_cleans(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    cache = populate(root, tmp_path / "work")
+    with (
+        held_in_thread(cache, "r", "a") as release,
+        pkgcache_process(root, "clean", "a") as proc,
+        killed_at_end(proc),
+    ):
+        line = read_line(proc.stderr)
+        assert line.startswith(f"pkgcache: waiting for a: pid {os.getpid()} ")
+        assert cache.info().entries == 3  # it waits: nothing removed yet
+        release.set()
+        out, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0, err
+    assert out == "cleaned a: removed 2 entries, freed 2.9 KiB\n"
+    assert err == ""  # the one line about the wait, read above, and nothing else
+    assert cache.info().per_package == {"b": (1, 500)}
+
+
+def test_prune_reports_removed_freed_and_skipped(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    root = tmp_path / "cache"
+    cache = populate(root, tmp_path / "work")
+    code, out, _ = run_main(
+        capsys, "--cache-dir", str(root), "prune", "--older-than", "1d"
+    )
+    assert (code, out) == (
+        0,
+        "removed 0 entries, freed 0 B; reaped 0 staging leftovers\n",
+    )
+    with held_in_thread(cache, "r", "b"):
+        code, out, err = run_main(
+            capsys, "--cache-dir", str(root), "prune", "--max-size", "0"
+        )
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "removed a a-1.0.tar.gz (1000 B)",
+        "removed a a-2.0.tar.gz (2.0 KiB)",
+        "removed 2 entries, freed 2.9 KiB; reaped 0 staging leftovers",
+        "skipped (in use): b",
+    ]
+    assert cache.info().per_package == {"b": (1, 500)}
+    missing = tmp_path / "missing"
+    code, out, _ = run_main(capsys, "--cache-dir", str(missing), "prune")
+    assert (code, out) == (0, f"nothing to prune: no cache at {missing}\n")
+    assert not missing.exists()
