@@ -209,6 +209,46 @@ def test_a_file_as_cache_is_one_line_error(
     assert (tmp_path / "file").read_text() == "not a cache"
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["info"],
+        ["list"],
+        ["locks"],
+        ["clean"],
+        ["clean", "a"],
+        ["prune", "--max-size", "0"],
+        ["run", "--", "true"],
+    ],
+)
+def test_a_folder_that_is_not_a_cache_is_left_alone(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str]
+) -> None:
+    # A mistyped --cache-dir (a home folder, a project) gets no lock files
+    # and no CACHEDIR.TAG, which would make backup tools skip it.
+    (tmp_path / "notes.txt").write_text("mine")
+    code, out, err = run_main(capsys, "--cache-dir", str(tmp_path), *command)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"pkgcache: error: {tmp_path} is not a pkgcache cache (no locks/ or .lock "
+        "in it); refusing to add cache files to it\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_an_empty_folder_or_a_uv_style_cache_is_usable(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["--cache-dir", str(tmp_path), "run", "--", PY, "-c", "pass"]) == 0
+    assert (tmp_path / "locks").is_dir()
+    uv_style = tmp_path / "uv"
+    uv_style.mkdir()
+    (uv_style / ".lock").touch()
+    (uv_style / "wheels-v5").mkdir()
+    code, out, _ = run_main(capsys, "--cache-dir", str(uv_style), "locks")
+    assert (code, out) == (0, "no locks held\n")
+
+
 # -- locks ---------------------------------------------------------------------------
 
 

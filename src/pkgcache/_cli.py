@@ -130,8 +130,26 @@ def _existing_cache(root: Path) -> Cache:
     """A :class:`Cache` on ``root``, which must already exist (never created)."""
     if not root.exists():
         raise Failure(f"no cache at {root} (nothing has been cached there yet)")
-    if not root.is_dir():
-        raise Failure(f"{root} is not a directory")
+    return _usable_cache(root)
+
+
+def _usable_cache(root: Path) -> Cache:
+    """A :class:`Cache` on ``root``, refusing a folder that is not a cache.
+
+    Opening a cache creates ``.lock``, ``locks/`` and ``CACHEDIR.TAG`` (which
+    makes backup tools skip the folder): a mistyped ``--cache-dir ~`` must not
+    do that to a home folder. A folder qualifies when it is missing or empty,
+    or already has ``locks/`` (pkgcache) or ``.lock`` (uv's protocol).
+    """
+    if root.exists():
+        if not root.is_dir():
+            raise Failure(f"{root} is not a directory")
+        markers = (root / "locks").is_dir() or (root / ".lock").is_file()
+        if not markers and any(root.iterdir()):
+            raise Failure(
+                f"{root} is not a pkgcache cache (no locks/ or .lock in it); "
+                "refusing to add cache files to it"
+            )
     return Cache(root)
 
 
@@ -431,7 +449,7 @@ def _cmd_clean(args: argparse.Namespace, root: Path) -> int:
     if not root.exists():
         print(f"nothing to clean: no cache at {root}")
         return EXIT_OK
-    cache = Cache(root)
+    cache = _usable_cache(root)
     packages = tuple(args.packages)
     report = _patiently(
         cache,
@@ -451,7 +469,9 @@ def _cmd_prune(args: argparse.Namespace, root: Path) -> int:
     if not root.exists():
         print(f"nothing to prune: no cache at {root}")
         return EXIT_OK
-    report = Cache(root).prune(max_bytes=args.max_size, older_than=args.older_than)
+    report = _usable_cache(root).prune(
+        max_bytes=args.max_size, older_than=args.older_than
+    )
     for entry in report.removed:
         print(f"removed {entry.package} {entry.key} ({format_size(entry.size)})")
     print(
@@ -575,7 +595,7 @@ def _cmd_run(args: argparse.Namespace, root: Path) -> int:
         )
     exclusive = set(args.exclusive)
     modes = {name: name in exclusive for name in {*args.read, *exclusive}}
-    cache = Cache(root)
+    cache = _usable_cache(root)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
 
     def remaining() -> float | None:
