@@ -611,15 +611,14 @@ def _cmd_run(args: argparse.Namespace, root: Path) -> int:
     env[ENV_CACHE_DIR] = str(root)
     with _SignalForwarder() as forwarder, held:
         try:
-            if args.exclusive_all:
+            if args.exclusive_all or not modes:
+                whole = cache.exclusive if args.exclusive_all else cache.reading
                 _patiently(
                     cache,
                     (),
-                    lambda t: held.enter_context(cache.exclusive(timeout=t)),
+                    lambda t: held.enter_context(whole(timeout=t)),
                     remaining(),
                 )
-            elif not modes:
-                held.enter_context(cache.reading(timeout=remaining()))
             # Mixed modes: one package per call, in the global lock order
             # (sorted canonical names), so each call only adds locks later in
             # the order than those already held and cannot deadlock.
