@@ -269,6 +269,11 @@ class _Space:
                     self._packages[name] = lock
         return lock
 
+    def locks(self) -> list[ProcessLock]:
+        """The whole-cache lock and every package lock this process has used."""
+        with self._mutex:
+            return [self.root_lock, *self._packages.values()]
+
     def known_packages(self) -> list[NormalizedName]:
         """Canonical names of every package lock file in the locks folder."""
         names = []
@@ -383,6 +388,7 @@ class LockRequest(Generic[H]):
         "_exclusive",
         "_generation",
         "_handle",
+        "_held",
         "_names",
         "_taken",
         "_thread",
@@ -403,6 +409,7 @@ class LockRequest(Generic[H]):
         self._timeout = timeout
         self._handle = handle
         self._taken: list[ProcessLock] | None = None
+        self._held: list[ProcessLock] = []
         self._thread = 0
         self._generation = 0
 
@@ -414,6 +421,9 @@ class LockRequest(Generic[H]):
         self._taken = self._cache._acquire(
             self._names, self._exclusive, self._timeout, thread
         )
+        # The entering thread's list: exiting from another thread (a misuse,
+        # but an ExitStack can travel) must still find what to remove.
+        self._held = _local.held
         return self._handle
 
     def __exit__(
@@ -428,14 +438,16 @@ class LockRequest(Generic[H]):
             return  # a forked child forgets its parent's locks
         self._taken = []
         thread = self._thread
-        held = _local.held
-        if held[-len(taken) :] == taken:
-            del held[-len(taken) :]
-        else:
-            for lock in taken:
-                held.remove(lock)
-        for lock in reversed(taken):
-            lock.release(thread)
+        held = self._held
+        try:
+            if held[-len(taken) :] == taken:
+                del held[-len(taken) :]
+            else:  # blocks exited out of order (an ExitStack, manual calls)
+                for lock in taken:
+                    held.remove(lock)
+        finally:
+            for lock in reversed(taken):
+                lock.release(thread)
         if logger.isEnabledFor(DEBUG):
             logger.debug("released %s", ", ".join(lock.what for lock in taken))
 
@@ -595,49 +607,69 @@ class Cache(CacheStoreMethods):
             held: list[ProcessLock] = _local.held
         except AttributeError:
             held = _local.held = []
+        # Depths before this call: undoing down to them is right wherever an
+        # exception lands (an interrupt between a lock's bookkeeping and the
+        # next step, or a logging handler raising after everything was taken).
+        before = [lock.depth(thread) for lock, _ in plan]
+        mark = len(held)
         taken: list[ProcessLock] = []
-        for lock, lock_exclusive in plan:
-            before = lock.depth(thread)
-            out_of_order = (
-                before == 0
-                and bool(held)
-                and any(other.key > lock.key for other in held)
-            )
-            try:
-                lock.acquire(lock_exclusive, -1.0 if out_of_order else deadline, thread)
-                taken.append(lock)
-            except BaseException as exc:
-                # Undo exactly what this call added, even if an interrupt
-                # landed between a lock's bookkeeping and ``taken.append``.
-                while lock.depth(thread) > before:
-                    lock.release(thread)
-                for other in reversed(taken):
-                    other.release(thread)
-                if not isinstance(exc, Expired):
-                    raise
-                if out_of_order:
-                    raise LockOrderError(
-                        f"{lock.what} is busy, and this thread already holds a lock "
-                        f"later in the lock order ({_describe_later(held, lock)}); "
-                        "waiting could deadlock. Take all the locks in one call, "
-                        "or release the later ones first"
+        try:
+            for (lock, lock_exclusive), depth in zip(plan, before, strict=True):
+                out_of_order = (
+                    depth == 0
+                    and bool(held)
+                    and any(other.key > lock.key for other in held)
+                )
+                try:
+                    lock.acquire(
+                        lock_exclusive, -1.0 if out_of_order else deadline, thread
+                    )
+                except Expired:
+                    self._undo(plan, before, held, mark, thread)
+                    if out_of_order:
+                        raise LockOrderError(
+                            f"{lock.what} is busy, and this thread already holds "
+                            "a lock later in the lock order "
+                            f"({_describe_later(held, lock)}); waiting could "
+                            "deadlock. Take all the locks in one call, or "
+                            "release the later ones first"
+                        ) from None
+                    raise LockTimeout(
+                        root=str(self._root),
+                        package=lock.package,
+                        mode=MODE_NAMES[EXCLUSIVE if lock_exclusive else SHARED],
+                        waited=time.monotonic() - start,
+                        holders=holders_of([lock]),
                     ) from None
-                raise LockTimeout(
-                    root=str(self._root),
-                    package=lock.package,
-                    mode=MODE_NAMES[EXCLUSIVE if lock_exclusive else SHARED],
-                    waited=time.monotonic() - start,
-                    holders=holders_of([lock]),
-                ) from None
-        held += taken
-        if logger.isEnabledFor(DEBUG):
-            logger.debug(
-                "acquired %s %s after %.6f s",
-                "exclusive" if exclusive else "shared",
-                ", ".join(lock.what for lock in taken),
-                time.monotonic() - start,
-            )
+                taken.append(lock)
+            held += taken
+            if logger.isEnabledFor(DEBUG):
+                logger.debug(
+                    "acquired %s %s after %.6f s",
+                    "exclusive" if exclusive else "shared",
+                    ", ".join(lock.what for lock in taken),
+                    time.monotonic() - start,
+                )
+        except (LockOrderError, LockTimeout):
+            raise
+        except BaseException:
+            self._undo(plan, before, held, mark, thread)
+            raise
         return taken
+
+    @staticmethod
+    def _undo(
+        plan: list[tuple[ProcessLock, bool]],
+        before: list[int],
+        held: list[ProcessLock],
+        mark: int,
+        thread: int,
+    ) -> None:
+        """Release exactly what this call added, in reverse order."""
+        del held[mark:]
+        for (lock, _), depth in zip(reversed(plan), reversed(before), strict=True):
+            while lock.depth(thread) > depth:
+                lock.release(thread)
 
     def holders(self, *packages: str) -> list[Holder]:
         """Who holds or waits for locks of this cache, right now.
@@ -654,6 +686,18 @@ class Cache(CacheStoreMethods):
             locks = [space.root_lock]
             locks.extend(space.package_lock(name) for name in space.known_packages())
         return holders_of(locks)
+
+    def _held_in_process(self) -> list[tuple[ProcessLock, list[tuple[int, str]]]]:
+        """Locks of this root held by threads of this process, and by whom.
+
+        Covers locks taken through any :class:`Cache` object on this root.
+        Opens nothing; for checks such as the pytest plugin's teardown.
+        """
+        space = _spaces.get(self._locks_path)
+        if space is None:
+            return []
+        held = [(lock, lock.holding_threads()) for lock in space.locks()]
+        return [(lock, threads) for lock, threads in held if threads]
 
     def lock_path(self, package: str | None = None) -> Path:
         """The lock file of ``package``, or of the whole cache for ``None``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 __all__ = ["DEFAULT_TIMEOUT"]
 
@@ -29,4 +30,8 @@ def _resolve_timeout(
         return None
     if not isinstance(timeout, (int, float)) or math.isnan(timeout) or timeout < 0:
         raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
+    if timeout >= threading.TIMEOUT_MAX:
+        # math.inf (and anything the platform cannot wait for) means forever;
+        # passing it on made lock and condition waits raise OverflowError.
+        return None
     return float(timeout)
