@@ -144,17 +144,44 @@ def _wait_until_waiting(cache, package):
         time.sleep(0.002)
 
 
-def _interrupt_main_when(predicate):
+@contextlib.contextmanager
+def _interrupting_main_when(predicate):
+    """Raise KeyboardInterrupt in the main thread once ``predicate()`` returns.
+
+    A SIGINT that lands after the main thread proved it waits but before it
+    blocks in the system call is noticed only when that call returns (CPython
+    runs signal handlers between bytecodes): with a long timeout the
+    interrupt arrived late, with none the test hung. So the signal is sent
+    again every 50 ms until it has fired, and the handler raises only once.
+    """
     main = threading.main_thread().ident
     assert main is not None
+    fired, stop = threading.Event(), threading.Event()
+
+    def handler(signum, frame):
+        if not fired.is_set():
+            fired.set()
+            raise KeyboardInterrupt
 
     def run():
         predicate()
-        signal.pthread_kill(main, signal.SIGINT)
+        deadline = time.monotonic() + WAIT
+        while not stop.is_set() and time.monotonic() < deadline:
+            signal.pthread_kill(main, signal.SIGINT)
+            if fired.wait(0.05):
+                return
 
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
+    previous = signal.signal(signal.SIGINT, handler)
+    interrupter = threading.Thread(target=run, daemon=True)
+    interrupter.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        stop.set()
+        interrupter.join(WAIT)
+        signal.signal(signal.SIGINT, previous)
+    assert fired.is_set()
 
 
 def _assert_nothing_held(cache, *packages):
@@ -186,10 +213,10 @@ def test_keyboard_interrupt_during_a_cross_process_wait(
         request = cache.exclusive if wanted_mode == "x" else cache.reading
         probe = wanted_pkg if held_pkg else None
         if probe:
-            _interrupt_main_when(lambda: _wait_until_waiting(cache, probe))
+            waiting = lambda: _wait_until_waiting(cache, probe)  # noqa: E731
         else:
-            _interrupt_main_when(lambda: _wait_until_waiting_root(cache))
-        with pytest.raises(KeyboardInterrupt):
+            waiting = lambda: _wait_until_waiting_root(cache)  # noqa: E731
+        with _interrupting_main_when(waiting):
             # "a" is taken first, then the wait for "b" is interrupted.
             with request("a", wanted_pkg, timeout=timeout):
                 pass
@@ -234,8 +261,7 @@ def test_keyboard_interrupt_during_an_in_process_wait(tmp_path, timeout):
             assert time.monotonic() < deadline
             time.sleep(0.001)
 
-    _interrupt_main_when(main_is_admitting)
-    with pytest.raises(KeyboardInterrupt):
+    with _interrupting_main_when(main_is_admitting):
         with cache.exclusive("a", timeout=timeout):
             pass
     assert _cache._local.held == []
@@ -365,8 +391,7 @@ def test_keyboard_interrupt_while_queued_behind_another_process_writer(
                     assert time.monotonic() < deadline
                     time.sleep(0.001)
 
-            _interrupt_main_when(main_is_queued)
-            with pytest.raises(KeyboardInterrupt):
+            with _interrupting_main_when(main_is_queued):
                 with cache.reading("a", timeout=timeout):
                     pass
             assert _cache._local.held == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import subprocess
 import sys
 import threading
 
@@ -255,3 +256,40 @@ def test_infinite_timeout_waits_like_none(cache, timeout):
     assert entered.wait(WAIT)
     t.join(WAIT)
     assert errors == []
+
+
+_WAIT_AT_EXIT = """
+import atexit, sys
+import pkgcache
+
+cache = pkgcache.Cache(sys.argv[1])
+
+def at_exit():
+    try:
+        with cache.exclusive("a", timeout=0.3):
+            print("entered")
+    except BaseException as exc:
+        print(type(exc).__name__)
+
+atexit.register(at_exit)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_contended_wait_at_interpreter_shutdown(tmp_path):
+    """Regression (Python 3.12+): the watchdog thread could not start, so the
+    wait raised RuntimeError instead of waiting."""
+    root = tmp_path / "cache"
+    server = LockServer(str(root))
+    try:
+        server.hold("x", "a")
+        done = subprocess.run(
+            [sys.executable, "-c", _WAIT_AT_EXIT, str(root)],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            check=False,
+        )
+    finally:
+        server.close()
+    assert done.stdout.strip() == "LockTimeout", done.stdout + done.stderr

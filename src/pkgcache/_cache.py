@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import math
 import os
 import threading
 import time
@@ -96,6 +95,9 @@ from ._processlock import (
     ProcessLock,
     _File,
 )
+from ._store import CacheStoreMethods, TransactionStoreMethods, ViewStoreMethods
+from ._timeouts import DEFAULT_TIMEOUT, _resolve_timeout
+from ._timeouts import _DefaultTimeout as _DefaultTimeout  # noqa: PLC0414 - uv.py, plugin
 from ._waits import _watchdog, logger
 
 __all__ = ["DEFAULT_TIMEOUT", "Cache", "CacheTransaction", "CacheView"]
@@ -110,18 +112,6 @@ LOCKS_DIR = "locks"
 ROOT_LOCK = ".lock"
 ROOT_GATE = ".root.gate"
 
-
-class _DefaultTimeout:
-    """Marker for "the timeout given to the :class:`Cache`"."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "DEFAULT_TIMEOUT"
-
-
-#: Use the cache's own timeout (the default of every ``timeout=`` argument).
-DEFAULT_TIMEOUT = _DefaultTimeout()
 
 _table = LockTable()
 _spaces: dict[str, _Space] = {}
@@ -286,6 +276,11 @@ class _Space:
                     self._packages[name] = lock
         return lock
 
+    def locks(self) -> list[ProcessLock]:
+        """The whole-cache lock and every package lock this process has used."""
+        with self._mutex:
+            return [self.root_lock, *self._packages.values()]
+
     def known_packages(self) -> list[NormalizedName]:
         """Canonical names of every package lock file in the locks folder."""
         names = []
@@ -322,23 +317,7 @@ def _space_for(root: str, locks_path: str, tag_root: bool) -> _Space:
     return space
 
 
-def _resolve_timeout(
-    timeout: float | _DefaultTimeout | None, default: float | None
-) -> float | None:
-    if isinstance(timeout, _DefaultTimeout):
-        return default
-    if timeout is None:
-        return None
-    if not isinstance(timeout, (int, float)) or math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
-    if timeout >= threading.TIMEOUT_MAX:
-        # math.inf (and anything the platform cannot wait for) means forever;
-        # passing it on made lock and condition waits raise OverflowError.
-        return None
-    return float(timeout)
-
-
-class CacheView:
+class CacheView(ViewStoreMethods):
     """What ``with cache.reading(...)`` gives: proof of shared locks.
 
     Attributes:
@@ -383,7 +362,7 @@ class CacheView:
         return f"<{name} {list(self.packages)} of {self.cache.root} ({state})>"
 
 
-class CacheTransaction(CacheView):
+class CacheTransaction(CacheView, TransactionStoreMethods):
     """What ``with cache.exclusive(...)`` gives: proof of exclusive locks.
 
     Inside ``exclusive()`` (no packages) it covers every package.
@@ -495,7 +474,7 @@ def _release_each(locks: Iterable[ProcessLock], thread: int) -> None:
         raise error
 
 
-class Cache:
+class Cache(CacheStoreMethods):
     """A package cache shared by threads and processes.
 
     ``Cache(root)`` does no I/O. The root, ``<root>/.lock``, ``<root>/locks/``
@@ -734,6 +713,18 @@ class Cache:
             locks = [space.root_lock]
             locks.extend(space.package_lock(name) for name in space.known_packages())
         return holders_of(locks)
+
+    def _held_in_process(self) -> list[tuple[ProcessLock, list[tuple[int, str]]]]:
+        """Locks of this root held by threads of this process, and by whom.
+
+        Covers locks taken through any :class:`Cache` object on this root.
+        Opens nothing; for checks such as the pytest plugin's teardown.
+        """
+        space = _spaces.get(self._locks_path)
+        if space is None:
+            return []
+        held = [(lock, lock.holding_threads()) for lock in space.locks()]
+        return [(lock, threads) for lock, threads in held if threads]
 
     def lock_path(self, package: str | None = None) -> Path:
         """The lock file of ``package``, or of the whole cache for ``None``."""

@@ -43,15 +43,22 @@ class _Watchdog:
 
     def add(self, wait: SlowWait) -> None:
         with self._cond:
+            if self._thread is None:
+                thread = threading.Thread(
+                    target=self._run, name="pkgcache-wait-watchdog", daemon=True
+                )
+                try:
+                    thread.start()
+                except RuntimeError:
+                    # Python 3.12+ starts no thread at interpreter shutdown
+                    # (an atexit handler waiting for a lock): the wait goes
+                    # on, it just cannot be reported.
+                    return
+                self._thread = thread
             heapq.heappush(
                 self._heap, (wait.start + SLOW_WAIT, next(self._counter), wait)
             )
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="pkgcache-wait-watchdog", daemon=True
-                )
-                self._thread.start()
-            elif self._heap[0][2] is wait:
+            if self._heap[0][2] is wait:
                 self._cond.notify()
 
     def _run(self) -> None:
