@@ -11,6 +11,7 @@ scenario prints the seed it used.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import threading
@@ -411,3 +412,196 @@ def fork_probe(root: str, packages: list[str], held_by_parent: list[str]) -> int
     with cache.reading(*packages, timeout=WAIT):
         pass
     return 0
+
+
+# -- the store: deterministic contents, checks, crash injection --------------------
+
+STORE_PACKAGES = ("alpha", "beta", "gamma")
+
+
+def content_for(key: str) -> bytes:
+    """The only bytes an entry ``key`` may ever hold (size varies by key)."""
+    seed = hashlib.sha256(key.encode()).digest()
+    return seed * (1 + seed[0] * 64)  # 32 B .. ~260 KiB
+
+
+def store_key(rng: random.Random, package: str) -> str:
+    """A random key: a wheel, an sdist, a plain file or a file in a variant."""
+    version = f"1.{rng.randrange(4)}.{rng.randrange(3)}"
+    return rng.choice(
+        (
+            f"{package}-{version}-py3-none-any.whl",
+            f"{package}-{version}.tar.gz",
+            f"blob-{rng.randrange(4)}.bin",
+            f"cuda/{package}-{version}-1-py3-none-any.whl",
+        )
+    )
+
+
+def tree_key(rng: random.Random) -> str:
+    return f"build/{rng.randrange(3)}"
+
+
+def fill_tree(staging: Path, key: str) -> None:
+    """Write a tree whose files are all derived from ``key`` (manifest last)."""
+    names = [f"f{i}" for i in range(1 + len(key) % 4)]
+    for name in names:
+        (staging / name).write_bytes(content_for(f"{key}/{name}"))
+    (staging / "sub").mkdir()
+    (staging / "sub" / "deep").write_bytes(content_for(f"{key}/sub/deep"))
+    (staging / "MANIFEST").write_text("\n".join([*names, "sub/deep"]))
+
+
+def check_entry(entry: pkgcache.Entry) -> None:
+    """Raise AssertionError unless ``entry`` is whole and holds the right bytes."""
+    path = Path(entry.path)
+    if entry.kind == "tree":
+        manifest = (path / "MANIFEST").read_text().split("\n")
+        for name in manifest:
+            expected = content_for(f"{entry.key}/{name}")
+            got = (path / name).read_bytes()
+            assert got == expected, f"tree {entry.package}/{entry.key}: {name} wrong"
+        return
+    got = path.read_bytes()
+    expected = content_for(entry.key)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(expected).digest(), (
+        f"{entry.package}/{entry.key}: {len(got)} bytes, expected {len(expected)}"
+    )
+
+
+def source_file(src_dir: Path, key: str, *, fresh: bool) -> Path:
+    """A source file holding ``content_for(key)``, named like the key.
+
+    ``fresh`` gives a file of its own (for ``move=True``); otherwise one
+    shared file per key, written atomically by whoever needs it first.
+    """
+    name = key.rpartition("/")[2]
+    unique = f"{os.getpid()}-{random.randrange(2**64)}"
+    folder = src_dir / (unique if fresh else key.replace("/", "_"))
+    path = folder / name
+    if not fresh and path.exists():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    part = folder / f".{name}.{unique}"
+    part.write_bytes(content_for(key))
+    os.replace(part, path)
+    return path
+
+
+def store_operation(
+    cache: pkgcache.Cache, rng: random.Random, src_dir: Path, counts: Counter[str]
+) -> None:
+    """One random store operation (writers' side)."""
+    package = rng.choice(STORE_PACKAGES)
+    roll = rng.random()
+    if roll < 0.40:
+        key = store_key(rng, package)
+        move = rng.random() < 0.3
+        src = source_file(src_dir, key, fresh=move)
+        with cache.exclusive(package, timeout=WAIT) as txn:
+            txn.add(src, key=key, move=move)
+        counts["add-move" if move else "add"] += 1
+    elif roll < 0.60:
+        key = tree_key(rng)
+        with (
+            cache.exclusive(package, timeout=WAIT) as txn,
+            txn.add_tree(key) as staging,
+        ):
+            fill_tree(Path(staging), key)
+        counts["add_tree"] += 1
+    elif roll < 0.70:
+        with cache.exclusive(package, timeout=WAIT) as txn:
+            txn.remove(store_key(rng, package))
+        counts["remove"] += 1
+    elif roll < 0.80:
+        cache.clean(package, timeout=WAIT)
+        counts["clean(pkg)"] += 1
+    elif roll < 0.84:
+        cache.clean(timeout=WAIT)
+        counts["clean()"] += 1
+    else:
+        cache.prune(max_bytes=rng.randrange(2_000_000), timeout=WAIT)
+        counts["prune"] += 1
+
+
+def check_store(cache: pkgcache.Cache) -> int:
+    """Every visible entry is whole and right; return how many were checked."""
+    checked = 0
+    with cache.reading(*STORE_PACKAGES, timeout=WAIT) as view:
+        for package in STORE_PACKAGES:
+            for entry in view.entries(package):
+                check_entry(entry)
+                checked += 1
+    return checked
+
+
+def crash_driver(root: str, src_dir: str, seed: int, kills: int, result: Any) -> None:
+    """Fork writers and SIGKILL each at a random moment; check after each.
+
+    Runs in a spawn process (single-threaded, so forking it is safe). After
+    every kill: every lock can be taken at once, every visible entry is
+    whole, and a prune leaves ``tmp/`` empty (the dead writer's staging
+    folders are reaped).
+    """
+    import signal as _signal
+
+    rng = random.Random(seed)
+    cache = pkgcache.Cache(root)
+    src = Path(src_dir)
+    report: Counter[str] = Counter()
+    try:
+        for _ in range(kills):
+            read_end, write_end = os.pipe()
+            writer_seed = rng.randrange(2**32)
+            pid = os.fork()
+            if pid == 0:  # the writer: work until killed
+                os.close(read_end)
+                code = 1
+                try:
+                    local = random.Random(writer_seed)
+                    counts: Counter[str] = Counter()
+                    os.write(write_end, b"r")
+                    while True:
+                        store_operation(cache, local, src, counts)
+                except BaseException:
+                    import traceback
+
+                    traceback.print_exc()
+                finally:
+                    os._exit(code)
+            os.close(write_end)
+            assert os.read(read_end, 1) == b"r"
+            # A random moment of the writer's work (injection, not a sync).
+            time.sleep(rng.random() * 0.03)
+            os.kill(pid, _signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+            os.close(read_end)
+            if os.WIFEXITED(status):
+                raise AssertionError(f"a writer died by itself: {status}")
+            report["kills"] += 1
+            # Every lock can be taken at once, the whole cache included.
+            with cache.exclusive(timeout=5.0):
+                pass
+            with cache.exclusive(*STORE_PACKAGES, timeout=5.0):
+                pass
+            report["entries checked"] += check_store(cache)
+            leftovers = (
+                os.listdir(os.path.join(root, "tmp"))
+                if os.path.isdir(os.path.join(root, "tmp"))
+                else []
+            )
+            report["leftovers"] += len(leftovers)
+            pruned = cache.prune(timeout=5.0)
+            report["reaped"] += pruned.reaped
+            remaining = (
+                os.listdir(os.path.join(root, "tmp"))
+                if os.path.isdir(os.path.join(root, "tmp"))
+                else []
+            )
+            assert remaining == [], f"prune left {remaining} in tmp/"
+        result.put(("ok", dict(report)))
+    except BaseException as exc:
+        import traceback
+
+        result.put(("error", traceback.format_exc(), dict(report)))
+        raise SystemExit(1) from exc
