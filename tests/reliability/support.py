@@ -605,3 +605,72 @@ def crash_driver(root: str, src_dir: str, seed: int, kills: int, result: Any) ->
 
         result.put(("error", traceback.format_exc(), dict(report)))
         raise SystemExit(1) from exc
+
+
+def store_torture_worker(
+    root: str,
+    src_dir: str,
+    seed: int,
+    *,
+    readers: int,
+    writers: int,
+    seconds: float,
+    start: Any,
+    result: Any,
+) -> None:
+    """Reader and writer threads on the store; report counts and errors.
+
+    Readers ``find()`` (or list) under ``reading(pkg)`` and read every byte
+    of what they get, checking it against the only content its key may
+    hold: a vanished, partial or wrong file is an error.
+    """
+    cache = pkgcache.Cache(root)
+    src = Path(src_dir)
+    start.wait(WAIT)
+    deadline = time.monotonic() + seconds
+    counts: Counter[str] = Counter()
+    errors: list[str] = []
+    mutex = threading.Lock()
+
+    def reader(index: int) -> None:
+        rng = random.Random(seed * 100 + index)
+        local: Counter[str] = Counter()
+        try:
+            while time.monotonic() < deadline:
+                package = rng.choice(STORE_PACKAGES)
+                with cache.reading(package, timeout=WAIT) as view:
+                    if rng.random() < 0.6:
+                        found = view.find(package, kind=rng.choice(("wheel", "sdist")))
+                        entries = [] if found is None else [found]
+                        local["find"] += 1
+                    else:
+                        entries = view.entries(package)
+                        local["entries"] += 1
+                    for entry in entries:
+                        check_entry(entry)
+                        local["entry read"] += 1
+        except BaseException as exc:
+            errors.append(f"reader: {exc!r}")
+        with mutex:
+            counts.update(local)
+
+    def writer(index: int) -> None:
+        rng = random.Random(seed * 100 + 50 + index)
+        local: Counter[str] = Counter()
+        try:
+            while time.monotonic() < deadline:
+                store_operation(cache, rng, src, local)
+        except BaseException as exc:
+            errors.append(f"writer: {exc!r}")
+        with mutex:
+            counts.update(local)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(readers)]
+    threads += [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + WAIT)
+        if thread.is_alive():
+            errors.append("a thread never finished its last operation")
+    result.put((dict(counts), errors))
