@@ -193,7 +193,9 @@ def test_fork_while_threads_hold_wait_and_churn(tmp_path):
         try:
             with request:
                 held.wait(WAIT)
-                release.wait(WAIT)
+                # Held for the whole scenario, however long a soak makes it
+                # (a bounded wait: the test sets the event when it ends).
+                release.wait(WAIT + scaled(15) * WAIT)
         except BaseException as exc:
             errors.append(exc)
 
@@ -208,41 +210,44 @@ def test_fork_while_threads_hold_wait_and_churn(tmp_path):
         except BaseException as exc:
             errors.append(exc)
 
+    # A third thread will queue for "a": it holds a's gate mutex while waiting.
+    waiter = threading.Thread(target=_take, args=(cache.reading("a"), errors))
     try:
-        threads += [
-            threading.Thread(target=hold, args=(cache.exclusive("a", timeout=WAIT),)),
-            threading.Thread(target=hold, args=(cache.reading("b", timeout=WAIT),)),
-        ]
-        threads += [
-            threading.Thread(target=churn, args=(rng.randrange(2**32),))
-            for _ in range(2)
-        ]
-        for thread in threads:
-            thread.start()
-        held.wait(WAIT)
-        # A third thread queues for "a": it holds a's gate mutex while waiting.
-        waiter = threading.Thread(target=_take, args=(cache.reading("a"), errors))
-        lock_a = cache._space.package_lock("a")
-        forks = scaled(15)
-        for i in range(forks):
-            if i == 1:
-                waiter.start()
-            assert _fork_and_probe(root, ["c", "d", "f"], ["a", "b"]) == 0
-        # The parent still holds what its threads hold.
-        assert server.call("try", "r", ["a"], 0) is not True
-        assert server.call("try", "x", ["b"], 0) is not True
-        assert lock_a._gate_mutex.locked()  # the waiter is still queued
+        try:
+            threads += [
+                threading.Thread(
+                    target=hold, args=(cache.exclusive("a", timeout=WAIT),)
+                ),
+                threading.Thread(target=hold, args=(cache.reading("b", timeout=WAIT),)),
+            ]
+            threads += [
+                threading.Thread(target=churn, args=(rng.randrange(2**32),))
+                for _ in range(2)
+            ]
+            for thread in threads:
+                thread.start()
+            held.wait(WAIT)
+            lock_a = cache._space.package_lock("a")
+            for i in range(scaled(15)):
+                if i == 1:
+                    waiter.start()
+                assert _fork_and_probe(root, ["c", "d", "f"], ["a", "b"]) == 0
+            # The parent still holds what its threads hold.
+            assert server.call("try", "r", ["a"], 0) is not True
+            assert server.call("try", "x", ["b"], 0) is not True
+            assert lock_a._gate_mutex.locked()  # the waiter is still queued
+        finally:
+            stop.set()
+            release.set()
+            held.abort()
+            for thread in threads:
+                thread.join(WAIT)
+            if waiter.ident is not None:
+                waiter.join(WAIT)
+        assert errors == []
+        assert server.call("try", "x", [], 0) is True
     finally:
-        stop.set()
-        release.set()
-        held.abort()
-        for thread in threads:
-            thread.join(WAIT)
-        if waiter.is_alive() or waiter.ident:
-            waiter.join(WAIT)
-    assert errors == []
-    assert server.call("try", "x", [], 0) is True
-    server.close()
+        server.close()
 
 
 # -- a holder that leaves without releasing ----------------------------------------
