@@ -193,7 +193,10 @@ class ProcessLock:
         self._reset()
 
     def _reset(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Hot paths enter ``_cond_lock`` directly: the same lock the
+        # condition uses, without ``Condition.__enter__``'s Python frame.
+        self._cond_lock = threading.Lock()
+        self._cond = threading.Condition(self._cond_lock)
         self._gate_mutex = threading.Lock()
         self._readers: dict[int, int] = {}
         self._writer: int | None = None
@@ -235,7 +238,7 @@ class ProcessLock:
 
     def holding_threads(self) -> list[tuple[int, str]]:
         """``(thread ident, mode name)`` of each thread of this process holding it."""
-        with self._cond:
+        with self._cond_lock:
             if self._writer is not None:
                 return [(self._writer, "exclusive")]
             return [(thread, "shared") for thread in self._readers]
@@ -315,19 +318,36 @@ class ProcessLock:
 
     def _acquire_at_once(self, exclusive: bool, thread: int) -> bool:
         """Take the lock if that needs no waiting; say whether it did."""
-        lock_fd = self._lock_fd(exclusive)
+        lock_fd = self._lock_file.fd
+        if lock_fd is None or (exclusive and not self._lock_file.writable):
+            lock_fd = self._lock_fd(exclusive)
+        else:
+            self.last_used = _tick()
         if self._os_mode != NONE:
             if exclusive:
                 return False
-            with self._cond:
+            with self._cond_lock:
                 if self._os_mode != SHARED or not self._no_writer_waits():
                     return False
                 self._readers[thread] = 1  # join this process's shared hold
                 return True
-        if self._no_writer_waits() and _oslock.try_lock(lock_fd, exclusive):
-            self._record(exclusive, thread)
-            return True
-        return False
+        # The uncontended path: ``_no_writer_waits`` and ``_record`` inlined.
+        intent = self._intent
+        if intent is not None:
+            if intent[0]:
+                return False
+        elif self._gate_file.fd is not None:
+            return False
+        if not _oslock.try_lock(lock_fd, exclusive):
+            return False
+        if exclusive:
+            self._writer = thread
+            self._depth = 1
+            self._os_mode = EXCLUSIVE
+        else:
+            self._readers[thread] = 1
+            self._os_mode = SHARED
+        return True
 
     def _acquire_waiting(
         self, exclusive: bool, deadline: float | None, thread: int
@@ -346,7 +366,7 @@ class ProcessLock:
         Returns ``True`` when a reader joined the process's shared OS lock
         (nothing more to do), ``False`` when the OS lock is free to take.
         """
-        with self._cond:
+        with self._cond_lock:
             self._admitting = True
             try:
                 if exclusive:
@@ -448,7 +468,7 @@ class ProcessLock:
             if self._depth > 1:
                 self._depth -= 1
                 return
-            with self._cond:
+            with self._cond_lock:
                 self._depth = 0
                 self._writer = None
                 self._release_os()
@@ -457,7 +477,7 @@ class ProcessLock:
         if count > 1:
             self._readers[thread] = count - 1
             return
-        with self._cond:
+        with self._cond_lock:
             del self._readers[thread]
             if not self._readers:
                 self._release_os()
@@ -515,7 +535,7 @@ class ProcessLock:
         if not self._gate_mutex.acquire(blocking=False):
             return False
         try:
-            with self._cond:
+            with self._cond_lock:
                 if self._os_mode != NONE or self._readers or self._writer is not None:
                     return False
                 self._close_files()
