@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -12,7 +13,14 @@ import pytest
 
 import pkgcache
 from pkgcache import _cache
-from tests.helpers import SPAWN, WAIT, LockServer, overlapping_reader
+from tests.helpers import (
+    SPAWN,
+    WAIT,
+    Contender,
+    LockServer,
+    hold_until_killed,
+    overlapping_reader,
+)
 
 # Readers hold for this long, overlapping each other so that at every moment
 # some reader holds the lock: with plain flock a writer would wait forever.
@@ -136,17 +144,44 @@ def _wait_until_waiting(cache, package):
         time.sleep(0.002)
 
 
-def _interrupt_main_when(predicate):
+@contextlib.contextmanager
+def _interrupting_main_when(predicate):
+    """Raise KeyboardInterrupt in the main thread once ``predicate()`` returns.
+
+    A SIGINT that lands after the main thread proved it waits but before it
+    blocks in the system call is noticed only when that call returns (CPython
+    runs signal handlers between bytecodes): with a long timeout the
+    interrupt arrived late, with none the test hung. So the signal is sent
+    again every 50 ms until it has fired, and the handler raises only once.
+    """
     main = threading.main_thread().ident
     assert main is not None
+    fired, stop = threading.Event(), threading.Event()
+
+    def handler(signum, frame):
+        if not fired.is_set():
+            fired.set()
+            raise KeyboardInterrupt
 
     def run():
         predicate()
-        signal.pthread_kill(main, signal.SIGINT)
+        deadline = time.monotonic() + WAIT
+        while not stop.is_set() and time.monotonic() < deadline:
+            signal.pthread_kill(main, signal.SIGINT)
+            if fired.wait(0.05):
+                return
 
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
+    previous = signal.signal(signal.SIGINT, handler)
+    interrupter = threading.Thread(target=run, daemon=True)
+    interrupter.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        stop.set()
+        interrupter.join(WAIT)
+        signal.signal(signal.SIGINT, previous)
+    assert fired.is_set()
 
 
 def _assert_nothing_held(cache, *packages):
@@ -178,10 +213,10 @@ def test_keyboard_interrupt_during_a_cross_process_wait(
         request = cache.exclusive if wanted_mode == "x" else cache.reading
         probe = wanted_pkg if held_pkg else None
         if probe:
-            _interrupt_main_when(lambda: _wait_until_waiting(cache, probe))
+            waiting = lambda: _wait_until_waiting(cache, probe)  # noqa: E731
         else:
-            _interrupt_main_when(lambda: _wait_until_waiting_root(cache))
-        with pytest.raises(KeyboardInterrupt):
+            waiting = lambda: _wait_until_waiting_root(cache)  # noqa: E731
+        with _interrupting_main_when(waiting):
             # "a" is taken first, then the wait for "b" is interrupted.
             with request("a", wanted_pkg, timeout=timeout):
                 pass
@@ -226,8 +261,7 @@ def test_keyboard_interrupt_during_an_in_process_wait(tmp_path, timeout):
             assert time.monotonic() < deadline
             time.sleep(0.001)
 
-    _interrupt_main_when(main_is_admitting)
-    with pytest.raises(KeyboardInterrupt):
+    with _interrupting_main_when(main_is_admitting):
         with cache.exclusive("a", timeout=timeout):
             pass
     assert _cache._local.held == []
@@ -238,3 +272,136 @@ def test_keyboard_interrupt_during_an_in_process_wait(tmp_path, timeout):
     _assert_nothing_held(cache, "a")
     with cache.exclusive("a", timeout=0):
         pass
+
+
+@contextlib.contextmanager
+def _reader_thread(cache, package):
+    """A thread holding reading(package); yields an Event set once it let go."""
+    held, release, released = threading.Event(), threading.Event(), threading.Event()
+
+    def run():
+        with cache.reading(package, timeout=WAIT):
+            held.set()
+            release.wait(WAIT * 3)  # outlasts every positive wait of the test
+        released.set()
+
+    thread = threading.Thread(target=run, name="first-reader")
+    thread.start()
+    assert held.wait(WAIT)
+    try:
+        yield released
+    finally:
+        release.set()
+        thread.join(WAIT)
+
+
+def _wait_for_waiter(cache, package, pid):
+    """Poll (a real condition, with a deadline) until ``pid`` queues for the lock."""
+    deadline = time.monotonic() + WAIT
+    while not any(h.waiting and h.pid == pid for h in cache.holders(package)):
+        assert time.monotonic() < deadline, f"pid {pid} never queued for {package}"
+        time.sleep(0.002)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/locks")
+def test_reader_joins_its_process_once_the_other_process_writer_gives_up(tmp_path):
+    """Regression: the late reader stalled until every reader thread let go."""
+    root = tmp_path / "cache"
+    cache = pkgcache.Cache(root)
+    writer = LockServer(str(root))
+    try:
+        writer_pid = writer.call("pid")
+        with _reader_thread(cache, "a") as first_released:
+            outcome = []
+            w = threading.Thread(
+                target=lambda: outcome.append(writer.call("try", "x", ["a"], 0.5))
+            )
+            w.start()
+            _wait_for_waiter(cache, "a", writer_pid)
+            late = Contender(cache, "r", ("a",))  # queues behind the writer
+            w.join(WAIT)
+            assert isinstance(outcome[0], str)  # the writer timed out
+            assert "timed out" in outcome[0]
+            # The first reader still holds "a": the late one joins it.
+            assert late.entered.wait(WAIT), "late reader stalled after writer left"
+            assert not first_released.is_set()
+            late.join()
+    finally:
+        writer.close()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/locks")
+def test_intent_byte_left_by_a_killed_writer_stalls_nobody(tmp_path):
+    root = tmp_path / "cache"
+    cache = pkgcache.Cache(root)
+    gate = root / "locks" / "a.gate"
+    never = SPAWN.Event()
+    with _reader_thread(cache, "a") as first_released:
+        proc = SPAWN.Process(
+            target=hold_until_killed, args=(str(root), "x", ("a",), never)
+        )
+        proc.start()
+        try:
+            _wait_for_waiter(cache, "a", proc.pid)
+            assert gate.read_bytes() == b"\x01"  # the writer announced itself
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.join(WAIT)
+        finally:
+            if proc.is_alive():
+                proc.kill()
+        assert not never.is_set()
+        assert gate.read_bytes() == b"\x01"  # stale: nobody cleared it
+        # A reader thread of this process (which holds "a" shared) gets in
+        # while the first reader still holds, and the stale byte is cleared.
+        late = Contender(cache, "r", ("a",))
+        assert late.entered.wait(WAIT), "reader stalled on a dead writer's byte"
+        assert not first_released.is_set()
+        late.join()
+        assert gate.read_bytes() == b"\x00"
+    # The gate file was only ever written in place: still one byte.
+    assert gate.stat().st_size == 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/locks")
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_keyboard_interrupt_while_queued_behind_another_process_writer(
+    tmp_path, timeout
+):
+    """The wait of a reader whose process holds the lock, behind a writer."""
+    root = tmp_path / "cache"
+    cache = pkgcache.Cache(root)
+    writer = LockServer(str(root))
+    try:
+        writer_pid = writer.call("pid")
+        with _reader_thread(cache, "a") as first_released:
+            outcome = []
+            w = threading.Thread(
+                target=lambda: outcome.append(writer.call("try", "x", ["a"], WAIT))
+            )
+            w.start()
+            _wait_for_waiter(cache, "a", writer_pid)
+            lock = cache._space.package_lock("a")
+
+            def main_is_queued():
+                deadline = time.monotonic() + WAIT
+                while not (lock._admitting and lock._queued):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.001)
+
+            with _interrupting_main_when(main_is_queued):
+                with cache.reading("a", timeout=timeout):
+                    pass
+            assert _cache._local.held == []
+            assert [mode for _, mode in lock.holding_threads()] == ["shared"]
+            assert not lock._gate_mutex.locked()
+            assert not first_released.is_set()
+        # The first reader let go: the writer gets in, then everything is free.
+        w.join(WAIT)
+        assert outcome == [True]
+        _assert_nothing_held(cache, "a")
+        assert writer.call("try", "x", [], 0) is True
+    finally:
+        writer.close()

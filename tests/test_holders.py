@@ -103,35 +103,39 @@ def test_debug_log_of_acquire_and_release(cache, caplog):
 
 
 @pytest.mark.timeout(60)
-def test_info_once_when_a_wait_passes_the_threshold(cache, caplog, monkeypatch):
+def test_info_once_when_a_wait_passes_the_threshold(cache, monkeypatch):
     monkeypatch.setattr(_waits, "SLOW_WAIT", 0.05)
     reported = threading.Event()
+    infos: list[str] = []
 
-    class Flag(logging.Handler):
+    class Collect(logging.Handler):
         def emit(self, record):
             if record.levelno == logging.INFO:
+                infos.append(record.getMessage())
                 reported.set()
 
-    flag = Flag()
+    handler = Collect(logging.INFO)
     logger = logging.getLogger("pkgcache")
-    logger.addHandler(flag)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
     try:
-        with caplog.at_level(logging.INFO, logger="pkgcache"):
-            with thread_holding(cache, "x", ("a",)):
-                result = []
+        with thread_holding(cache, "x", ("a",)):
+            result = []
 
-                def waiter():
-                    with cache.reading("a", timeout=WAIT):
-                        result.append(True)
+            def waiter():
+                with cache.reading("a", timeout=WAIT):
+                    result.append(True)
 
-                t = threading.Thread(target=waiter, name="the-waiter")
-                t.start()
-                assert reported.wait(WAIT)  # logged while still waiting
-                assert result == []
-            t.join(WAIT)
+            t = threading.Thread(target=waiter, name="the-waiter")
+            t.start()
+            assert reported.wait(WAIT)  # logged while still waiting
+            assert result == []
+        t.join(WAIT)
+        assert result == [True]
     finally:
-        logger.removeHandler(flag)
-    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
     assert len(infos) == 1
     assert "shared lock on package 'a'" in infos[0]
     assert "holder-x-a" in infos[0]  # names the holding thread

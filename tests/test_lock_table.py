@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 import pkgcache
@@ -127,3 +129,55 @@ def test_finite_timeout_reports_blocking_cells(server):
         lock_server.release()
     assert info.value.package == "a"
     assert info.value.mode == "exclusive"
+
+
+# The other direction: this process holds (in a thread), another process asks
+# and waits as long as needed. Its answer arrives only once it got the lock.
+REVERSE = [
+    (R_A, X_A),
+    (R_ALL, X_ALL),
+    (R_AB, X_B),
+    (X_A, R_A),
+    (X_ALL, R_B),
+    (X_A, X_A),
+    (R_A, R_A),
+    (X_A, X_B),
+    (R_ALL, X_A),
+]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("held", "wanted"),
+    REVERSE,
+    ids=[f"{name(h)}-vs-{name(w)}" for h, w in REVERSE],
+)
+def test_table_contender_in_another_process(server, held, wanted):
+    lock_server, root = server
+    cache = pkgcache.Cache(root)
+    ctx = thread_holding(cache, *held)
+    ctx.__enter__()
+    released = []
+    answer = []
+    answered = threading.Event()
+
+    def ask():
+        answer.append(lock_server.call("try", wanted[0], list(wanted[1]), None))
+        answered.set()
+
+    asker = threading.Thread(target=ask)
+    try:
+        asker.start()
+        if blocks(held, wanted):
+            assert not answered.wait(NEGATIVE_WINDOW), (
+                f"{name(wanted)} in another process entered while {name(held)} "
+                "was held here"
+            )
+            released.append(True)
+            ctx.__exit__(None, None, None)
+        assert answered.wait(WAIT), f"{name(wanted)} never entered"
+        assert answer == [True]
+    finally:
+        if not released:
+            ctx.__exit__(None, None, None)
+        asker.join(WAIT)

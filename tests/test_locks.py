@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
@@ -147,6 +148,35 @@ def test_out_of_order_nested_call_raises_instead_of_waiting(cache):
     # When the earlier lock is free, the out-of-order call simply succeeds.
     with cache.exclusive("b"), cache.reading("a"):
         pass
+
+
+@pytest.mark.timeout(60)
+def test_blocks_exited_out_of_order_keep_the_bookkeeping_right(cache):
+    """An ExitStack (or manual calls) may end blocks in any order."""
+    first = cache.exclusive("b")
+    second = cache.reading("c")
+    third = cache.exclusive("d")
+    stack = contextlib.ExitStack()
+    for request in (first, second, third):
+        stack.enter_context(request)
+    first.__exit__(None, None, None)  # the earliest block ends first
+    assert sorted(lock.what for lock in _cache._local.held) == sorted(
+        ["the whole cache", "the whole cache", "package 'c'", "package 'd'"]
+    )
+    # "b" is free: another thread takes it; "c" and "d" are still held.
+    assert _fresh_thread_can(cache, "x", ("b",))
+    assert not _fresh_thread_can(cache, "x", ("c",))
+    assert not _fresh_thread_can(cache, "r", ("d",))
+    # Holding "d", "a" is out of order: taken at once when free...
+    with cache.reading("a"):
+        pass
+    # ...and refused at once when busy.
+    with thread_holding(cache, "x", ("a",)), pytest.raises(pkgcache.LockOrderError):
+        with cache.reading("a"):
+            pass
+    stack.close()  # exits third, second, then first again (a no-op)
+    assert _cache._local.held == []
+    assert _fresh_thread_can(cache, "x", ())
 
 
 @pytest.mark.timeout(120)

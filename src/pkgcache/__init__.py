@@ -10,16 +10,22 @@ from ._cache import DEFAULT_TIMEOUT, Cache, CacheTransaction, CacheView, LockReq
 from ._errors import (
     CacheError,
     CachePermissionError,
+    EntryNotFound,
+    InvalidArtifact,
     InvalidKey,
     InvalidPackageName,
+    InvalidRequirement,
     LockOrderError,
     LockTimeout,
     LockUpgradeError,
     NotLockedError,
+    SourceNotFound,
+    StoreWriteError,
     UnsafePathError,
 )
 from ._holders import Holder
 from ._names import canonical_name
+from ._records import CacheInfo, CleanReport, Entry, PruneReport
 
 __version__ = "0.1.0"
 
@@ -27,17 +33,26 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "Cache",
     "CacheError",
+    "CacheInfo",
     "CachePermissionError",
     "CacheTransaction",
     "CacheView",
+    "CleanReport",
+    "Entry",
+    "EntryNotFound",
     "Holder",
+    "InvalidArtifact",
     "InvalidKey",
     "InvalidPackageName",
+    "InvalidRequirement",
     "LockOrderError",
     "LockRequest",
     "LockTimeout",
     "LockUpgradeError",
     "NotLockedError",
+    "PruneReport",
+    "SourceNotFound",
+    "StoreWriteError",
     "UnsafePathError",
     "__version__",
     "canonical_name",

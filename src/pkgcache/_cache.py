@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import math
 import os
 import threading
 import time
@@ -96,6 +95,9 @@ from ._processlock import (
     ProcessLock,
     _File,
 )
+from ._store import CacheStoreMethods, TransactionStoreMethods, ViewStoreMethods
+from ._timeouts import DEFAULT_TIMEOUT, _resolve_timeout
+from ._timeouts import _DefaultTimeout as _DefaultTimeout  # noqa: PLC0414 - uv.py, plugin
 from ._waits import _watchdog, logger
 
 __all__ = ["DEFAULT_TIMEOUT", "Cache", "CacheTransaction", "CacheView"]
@@ -110,18 +112,6 @@ LOCKS_DIR = "locks"
 ROOT_LOCK = ".lock"
 ROOT_GATE = ".root.gate"
 
-
-class _DefaultTimeout:
-    """Marker for "the timeout given to the :class:`Cache`"."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "DEFAULT_TIMEOUT"
-
-
-#: Use the cache's own timeout (the default of every ``timeout=`` argument).
-DEFAULT_TIMEOUT = _DefaultTimeout()
 
 _table = LockTable()
 _spaces: dict[str, _Space] = {}
@@ -157,11 +147,16 @@ def _canonical_sorted(names: tuple[str, ...]) -> tuple[NormalizedName, ...]:
 
 
 class _Space:
-    """The locks of one cache root, shared by every :class:`Cache` on it."""
+    """The locks of one cache root, shared by every :class:`Cache` on it.
 
-    def __init__(self, root: str, locks_path: str) -> None:
+    ``tag_root`` is false for a root another tool owns (see
+    :meth:`Cache._attach`): then nothing but ``<root>/.lock`` is created in it.
+    """
+
+    def __init__(self, root: str, locks_path: str, *, tag_root: bool = True) -> None:
         self.root = root
         self.locks_path = locks_path
+        self.tag_root = tag_root
         self.root_dir, self.locks_dir = self._open_layout()
         self.root_lock = self._new_lock(
             None, _File(self.root_dir, ROOT_LOCK), _File(self.locks_dir, ROOT_GATE)
@@ -209,7 +204,8 @@ class _Space:
                     dir_fd=dir_fd,
                     display=self.locks_path,
                 )
-            self._write_cachedir_tag(dir_fd)
+            if self.tag_root:
+                self._write_cachedir_tag(dir_fd)
         except FileNotFoundError as exc:
             _oslock.close(root_fd)
             raise CachePermissionError(
@@ -273,6 +269,11 @@ class _Space:
                     self._packages[name] = lock
         return lock
 
+    def locks(self) -> list[ProcessLock]:
+        """The whole-cache lock and every package lock this process has used."""
+        with self._mutex:
+            return [self.root_lock, *self._packages.values()]
+
     def known_packages(self) -> list[NormalizedName]:
         """Canonical names of every package lock file in the locks folder."""
         names = []
@@ -292,29 +293,24 @@ class _Space:
         return sorted(names)
 
 
-def _space_for(root: str, locks_path: str) -> _Space:
+def _space_for(root: str, locks_path: str, tag_root: bool) -> _Space:
     space = _spaces.get(locks_path)
     if space is None:
         with _spaces_mutex:
             space = _spaces.get(locks_path)
             if space is None:
-                space = _spaces[locks_path] = _Space(root, locks_path)
+                space = _spaces[locks_path] = _Space(
+                    root, locks_path, tag_root=tag_root
+                )
+    if space.root != root:
+        # Only Cache._attach can get here: its locks would guard another root.
+        raise UnsafePathError(
+            locks_path, f"these locks already serve the cache {space.root}"
+        )
     return space
 
 
-def _resolve_timeout(
-    timeout: float | _DefaultTimeout | None, default: float | None
-) -> float | None:
-    if isinstance(timeout, _DefaultTimeout):
-        return default
-    if timeout is None:
-        return None
-    if not isinstance(timeout, (int, float)) or math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
-    return float(timeout)
-
-
-class CacheView:
+class CacheView(ViewStoreMethods):
     """What ``with cache.reading(...)`` gives: proof of shared locks.
 
     Attributes:
@@ -359,7 +355,7 @@ class CacheView:
         return f"<{name} {list(self.packages)} of {self.cache.root} ({state})>"
 
 
-class CacheTransaction(CacheView):
+class CacheTransaction(CacheView, TransactionStoreMethods):
     """What ``with cache.exclusive(...)`` gives: proof of exclusive locks.
 
     Inside ``exclusive()`` (no packages) it covers every package.
@@ -392,6 +388,7 @@ class LockRequest(Generic[H]):
         "_exclusive",
         "_generation",
         "_handle",
+        "_held",
         "_names",
         "_taken",
         "_thread",
@@ -412,6 +409,7 @@ class LockRequest(Generic[H]):
         self._timeout = timeout
         self._handle = handle
         self._taken: list[ProcessLock] | None = None
+        self._held: list[ProcessLock] = []
         self._thread = 0
         self._generation = 0
 
@@ -423,6 +421,9 @@ class LockRequest(Generic[H]):
         self._taken = self._cache._acquire(
             self._names, self._exclusive, self._timeout, thread
         )
+        # The entering thread's list: exiting from another thread (a misuse,
+        # but an ExitStack can travel) must still find what to remove.
+        self._held = _local.held
         return self._handle
 
     def __exit__(
@@ -437,19 +438,21 @@ class LockRequest(Generic[H]):
             return  # a forked child forgets its parent's locks
         self._taken = []
         thread = self._thread
-        held = _local.held
-        if held[-len(taken) :] == taken:
-            del held[-len(taken) :]
-        else:
-            for lock in taken:
-                held.remove(lock)
-        for lock in reversed(taken):
-            lock.release(thread)
+        held = self._held
+        try:
+            if held[-len(taken) :] == taken:
+                del held[-len(taken) :]
+            else:  # blocks exited out of order (an ExitStack, manual calls)
+                for lock in taken:
+                    held.remove(lock)
+        finally:
+            for lock in reversed(taken):
+                lock.release(thread)
         if logger.isEnabledFor(DEBUG):
             logger.debug("released %s", ", ".join(lock.what for lock in taken))
 
 
-class Cache:
+class Cache(CacheStoreMethods):
     """A package cache shared by threads and processes.
 
     ``Cache(root)`` does no I/O. The root, ``<root>/.lock``, ``<root>/locks/``
@@ -467,6 +470,9 @@ class Cache:
             ``0`` never waits.
     """
 
+    # False for a root another tool owns (see _attach).
+    _tag_root = True
+
     def __init__(
         self, root: str | os.PathLike[str], *, timeout: float | None = None
     ) -> None:
@@ -475,6 +481,28 @@ class Cache:
         self.timeout = _resolve_timeout(timeout, None)
         self._locks_path = os.path.join(self._real_root, LOCKS_DIR)
         self._space: _Space | None = None
+
+    @classmethod
+    def _attach(
+        cls,
+        root: str | os.PathLike[str],
+        locks_path: str | os.PathLike[str],
+        *,
+        timeout: float | None = None,
+    ) -> Cache:
+        """A cache on a folder another tool owns, for integrations (private).
+
+        The whole-cache lock stays ``<root>/.lock`` (the other tool's lock
+        file, e.g. uv's); package locks, their gates and the root gate live
+        in ``locks_path``, which the caller picks where the other tool never
+        looks. Nothing but ``<root>/.lock`` is ever created inside ``root``.
+        Every process that works on ``root`` must pass the same
+        ``locks_path``, or their package locks do not meet.
+        """
+        cache = cls(root, timeout=timeout)
+        cache._locks_path = os.path.realpath(os.fspath(locks_path))
+        cache._tag_root = False
+        return cache
 
     @property
     def root(self) -> Path:
@@ -485,7 +513,7 @@ class Cache:
         return f"Cache({str(self._root)!r}, timeout={self.timeout!r})"
 
     def _open_space(self) -> _Space:
-        self._space = _space_for(self._real_root, self._locks_path)
+        self._space = _space_for(self._real_root, self._locks_path, self._tag_root)
         return self._space
 
     # -- the lock API ----------------------------------------------------------
@@ -579,49 +607,69 @@ class Cache:
             held: list[ProcessLock] = _local.held
         except AttributeError:
             held = _local.held = []
+        # Depths before this call: undoing down to them is right wherever an
+        # exception lands (an interrupt between a lock's bookkeeping and the
+        # next step, or a logging handler raising after everything was taken).
+        before = [lock.depth(thread) for lock, _ in plan]
+        mark = len(held)
         taken: list[ProcessLock] = []
-        for lock, lock_exclusive in plan:
-            before = lock.depth(thread)
-            out_of_order = (
-                before == 0
-                and bool(held)
-                and any(other.key > lock.key for other in held)
-            )
-            try:
-                lock.acquire(lock_exclusive, -1.0 if out_of_order else deadline, thread)
-                taken.append(lock)
-            except BaseException as exc:
-                # Undo exactly what this call added, even if an interrupt
-                # landed between a lock's bookkeeping and ``taken.append``.
-                while lock.depth(thread) > before:
-                    lock.release(thread)
-                for other in reversed(taken):
-                    other.release(thread)
-                if not isinstance(exc, Expired):
-                    raise
-                if out_of_order:
-                    raise LockOrderError(
-                        f"{lock.what} is busy, and this thread already holds a lock "
-                        f"later in the lock order ({_describe_later(held, lock)}); "
-                        "waiting could deadlock. Take all the locks in one call, "
-                        "or release the later ones first"
+        try:
+            for (lock, lock_exclusive), depth in zip(plan, before, strict=True):
+                out_of_order = (
+                    depth == 0
+                    and bool(held)
+                    and any(other.key > lock.key for other in held)
+                )
+                try:
+                    lock.acquire(
+                        lock_exclusive, -1.0 if out_of_order else deadline, thread
+                    )
+                except Expired:
+                    self._undo(plan, before, held, mark, thread)
+                    if out_of_order:
+                        raise LockOrderError(
+                            f"{lock.what} is busy, and this thread already holds "
+                            "a lock later in the lock order "
+                            f"({_describe_later(held, lock)}); waiting could "
+                            "deadlock. Take all the locks in one call, or "
+                            "release the later ones first"
+                        ) from None
+                    raise LockTimeout(
+                        root=str(self._root),
+                        package=lock.package,
+                        mode=MODE_NAMES[EXCLUSIVE if lock_exclusive else SHARED],
+                        waited=time.monotonic() - start,
+                        holders=holders_of([lock]),
                     ) from None
-                raise LockTimeout(
-                    root=str(self._root),
-                    package=lock.package,
-                    mode=MODE_NAMES[EXCLUSIVE if lock_exclusive else SHARED],
-                    waited=time.monotonic() - start,
-                    holders=holders_of([lock]),
-                ) from None
-        held += taken
-        if logger.isEnabledFor(DEBUG):
-            logger.debug(
-                "acquired %s %s after %.6f s",
-                "exclusive" if exclusive else "shared",
-                ", ".join(lock.what for lock in taken),
-                time.monotonic() - start,
-            )
+                taken.append(lock)
+            held += taken
+            if logger.isEnabledFor(DEBUG):
+                logger.debug(
+                    "acquired %s %s after %.6f s",
+                    "exclusive" if exclusive else "shared",
+                    ", ".join(lock.what for lock in taken),
+                    time.monotonic() - start,
+                )
+        except (LockOrderError, LockTimeout):
+            raise
+        except BaseException:
+            self._undo(plan, before, held, mark, thread)
+            raise
         return taken
+
+    @staticmethod
+    def _undo(
+        plan: list[tuple[ProcessLock, bool]],
+        before: list[int],
+        held: list[ProcessLock],
+        mark: int,
+        thread: int,
+    ) -> None:
+        """Release exactly what this call added, in reverse order."""
+        del held[mark:]
+        for (lock, _), depth in zip(reversed(plan), reversed(before), strict=True):
+            while lock.depth(thread) > depth:
+                lock.release(thread)
 
     def holders(self, *packages: str) -> list[Holder]:
         """Who holds or waits for locks of this cache, right now.
@@ -638,6 +686,18 @@ class Cache:
             locks = [space.root_lock]
             locks.extend(space.package_lock(name) for name in space.known_packages())
         return holders_of(locks)
+
+    def _held_in_process(self) -> list[tuple[ProcessLock, list[tuple[int, str]]]]:
+        """Locks of this root held by threads of this process, and by whom.
+
+        Covers locks taken through any :class:`Cache` object on this root.
+        Opens nothing; for checks such as the pytest plugin's teardown.
+        """
+        space = _spaces.get(self._locks_path)
+        if space is None:
+            return []
+        held = [(lock, lock.holding_threads()) for lock in space.locks()]
+        return [(lock, threads) for lock, threads in held if threads]
 
     def lock_path(self, package: str | None = None) -> Path:
         """The lock file of ``package``, or of the whole cache for ``None``."""

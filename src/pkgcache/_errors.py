@@ -11,18 +11,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from packaging.requirements import InvalidRequirement as _PackagingInvalidRequirement
+
 if TYPE_CHECKING:
     from ._holders import Holder
 
 __all__ = [
     "CacheError",
     "CachePermissionError",
+    "EntryNotFound",
+    "InvalidArtifact",
     "InvalidKey",
     "InvalidPackageName",
+    "InvalidRequirement",
     "LockOrderError",
     "LockTimeout",
     "LockUpgradeError",
     "NotLockedError",
+    "SourceNotFound",
+    "StoreWriteError",
     "UnsafePathError",
 ]
 
@@ -142,4 +149,46 @@ class NotLockedError(CacheError, RuntimeError):
     A view or transaction is the proof that a lock is held: it only reaches
     the packages named when it was opened, and only while its ``with`` block
     is open.
+    """
+
+
+class InvalidArtifact(CacheError, ValueError):
+    """A file or folder that cannot be stored as asked.
+
+    For example a wheel whose file name does not parse, or names another
+    package than the one it is stored under, or a source that is not a
+    regular file. Nothing is stored when this is raised.
+    """
+
+
+class SourceNotFound(CacheError, FileNotFoundError):
+    """The file given to :meth:`CacheTransaction.add` does not exist."""
+
+
+class EntryNotFound(CacheError, LookupError):
+    """No entry of that package has that key."""
+
+    def __init__(self, package: str, key: str) -> None:
+        self.package = package
+        self.key = key
+        super().__init__(f"package {package!r} has no entry {key!r}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class StoreWriteError(CacheError, OSError):
+    """The file system refused a write while storing an entry.
+
+    A full disk, a quota, an I/O error. ``errno`` is the system's error
+    number. Nothing visible changed: the half-written copy stays in the
+    staging folder, which is deleted at once (or reaped later).
+    """
+
+
+class InvalidRequirement(CacheError, _PackagingInvalidRequirement):
+    """A string given to :meth:`CacheView.find` is not a PEP 508 requirement.
+
+    Also a :class:`packaging.requirements.InvalidRequirement` (a
+    :class:`ValueError`).
     """

@@ -164,8 +164,29 @@ def map_intent_byte(fd: int, writable: bool, display: str) -> mmap.mmap | None:
     if st.st_size < 1:
         if not writable:
             return None
-        os.pwrite(fd, b"\0", 0)
+        _extend_to_one_byte(fd)
     return mmap.mmap(fd, 1, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
+
+
+def _extend_to_one_byte(fd: int) -> None:
+    """Give an empty gate file its intent byte without ever writing over it.
+
+    Two processes may both find a new gate empty; writing a zero would erase
+    a byte the other has meanwhile set for a waiting writer (who could then
+    be overtaken by readers for as long as they overlap). Allocating only
+    grows the file and leaves an existing byte alone.
+    """
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is not None:
+        try:
+            fallocate(fd, 0, 1)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+        else:
+            return
+    if os.fstat(fd).st_size < 1:  # no fallocate here: a narrow race remains
+        os.pwrite(fd, b"\0", 0)
 
 
 def close(fd: int | None) -> None:

@@ -36,14 +36,24 @@ leaves the byte set, which costs readers the slow path until the next gate
 holder clears it (a gate holder knows no other writer waits: waiting
 writers hold the gate).
 
+A reader whose process already holds the lock shared, and who sees the byte
+set, waits for that hold to end rather than extend it. Nothing in this
+process would tell it that the writer gave up or died, so that wait re-reads
+the byte every ``_INTENT_RECHECK`` seconds and tries the gate without
+blocking; once the byte is clear, or the gate is free (the byte is stale and
+is cleared), the reader joins the hold.
+
 A thread that already holds the lock re-enters without waiting: shared in
 shared, shared or exclusive in exclusive. Exclusive while holding shared is
 refused with :class:`LockUpgradeError`: a failed in-place flock upgrade
 silently loses the shared lock.
 
-A try-lock (a deadline already past) never waits and never queues at the
-gate. Waits with a deadline poll the lock with a short, growing interval
-(flock has no timed wait); waits without one block in the kernel.
+A try-lock (a deadline already past) never waits for the lock and never
+queues at the gate. It does wait for the gate mutex while its holder is only
+passing through (microseconds), and fails at once when the holder is blocked
+in a wait: then the lock is busy or a writer waits. Waits with a deadline
+poll the lock with a short, growing interval (flock has no timed wait);
+waits without one block in the kernel.
 
 Descriptors stay open after release, in a table bounded to
 ``MAX_IDLE_LOCKS`` idle locks (least recently used are closed first); held
@@ -106,6 +116,11 @@ MAX_IDLE_LOCKS = _idle_lock_bound()
 # hand-over is seen quickly, cap so a long wait costs ~1000 cheap calls/s.
 _FIRST_POLL = 0.00005
 _MAX_POLL = 0.001
+
+# How often a reader that waits behind another process's writer, while its
+# own process holds the lock shared, re-reads the intent byte (the writer
+# may give up or die; nothing in this process would say so).
+_INTENT_RECHECK = 0.02
 
 _tick = itertools.count().__next__
 
@@ -206,6 +221,7 @@ class ProcessLock:
         self._depth = 0
         self._os_mode = NONE
         self._admitting = False
+        self._queued = False  # the gate-mutex holder is blocked in a wait
         self.last_used = 0
 
     @property
@@ -276,13 +292,14 @@ class ProcessLock:
         if not exclusive and self._os_mode == SHARED and self._join_shared(thread):
             return
         mutex = self._gate_mutex
-        if mutex.acquire(False):
+        trying = deadline is not None and deadline <= time.monotonic()
+        if mutex.acquire(False) or (trying and self._mutex_unless_queued()):
             try:
                 if self._acquire_at_once(exclusive, thread):
                     return
             finally:
                 mutex.release()
-        if deadline is not None and deadline <= time.monotonic():
+        if trying:
             raise Expired  # a try-lock never waits
         if exclusive:
             # Readers of this process stop joining the shared hold (see
@@ -298,6 +315,7 @@ class ProcessLock:
                 try:
                     self._acquire_waiting(exclusive, deadline, thread)
                 finally:
+                    self._queued = False
                     mutex.release()
         finally:
             if exclusive:
@@ -324,6 +342,21 @@ class ProcessLock:
             ):
                 self._readers[thread] = 1
                 self.last_used = _tick()
+                return True
+        return False
+
+    def _mutex_unless_queued(self) -> bool:
+        """For a try-lock: take the gate mutex unless its holder is blocked.
+
+        A thread holds the mutex for microseconds when the lock can be had
+        without waiting, and for a whole wait when it cannot. Failing a
+        try-lock in the first case failed ``timeout=0`` calls (and raised
+        :class:`LockOrderError` for free locks) whenever another thread was
+        merely passing by; in the second case the lock is busy (or a writer
+        waits), so failing is right.
+        """
+        while not self._queued:
+            if self._gate_mutex.acquire(timeout=_FIRST_POLL * 10):
                 return True
         return False
 
@@ -365,10 +398,15 @@ class ProcessLock:
             if exclusive:
                 return False
             with self._cond_lock:
-                if self._os_mode != SHARED or not self._no_writer_waits():
+                if self._os_mode == SHARED:
+                    if not self._no_writer_waits():
+                        return False
+                    self._readers[thread] = 1  # join this process's shared hold
+                    return True
+                if self._os_mode != NONE:
                     return False
-                self._readers[thread] = 1  # join this process's shared hold
-                return True
+            # The last holder let go meanwhile: the lock is free to try (it
+            # stays NONE, only the gate-mutex holder moves it away).
         # The uncontended path: ``_no_writer_waits`` and ``_record`` inlined.
         intent = self._intent
         if intent is not None:
@@ -378,13 +416,14 @@ class ProcessLock:
             return False
         if not _oslock.try_lock(lock_fd, exclusive):
             return False
-        if exclusive:
-            self._writer = thread
-            self._depth = 1
-            self._os_mode = EXCLUSIVE
-        else:
-            self._readers[thread] = 1
-            self._os_mode = SHARED
+        with self._cond_lock:
+            if exclusive:
+                self._depth = 1
+                self._writer = thread
+                self._os_mode = EXCLUSIVE
+            else:
+                self._readers[thread] = 1
+                self._os_mode = SHARED
         return True
 
     def _acquire_waiting(
@@ -414,23 +453,64 @@ class ProcessLock:
                 else:
                     ready = self._wait_locked(lambda: self._writer is None, deadline)
                     if ready and self._os_mode == SHARED:
-                        if self._no_writer_waits():
+                        # A writer of another process may wait: queue behind
+                        # it rather than extend this process's shared hold.
+                        ready = self._wait_for_writer_of_other_process(deadline)
+                        if ready and self._os_mode == SHARED:
                             self._readers[thread] = 1
                             return True
-                        # A writer of another process waits: queue behind it
-                        # rather than extend this process's shared hold.
-                        ready = self._wait_locked(
-                            lambda: self._os_mode == NONE, deadline
-                        )
             finally:
                 self._admitting = False
             if not ready:
                 raise Expired
             return False
 
+    def _wait_for_writer_of_other_process(self, deadline: float | None) -> bool:
+        """Wait while this process holds shared and another process's writer waits.
+
+        Returns ``False`` at the deadline. Otherwise returns once the shared
+        hold has ended (the caller then queues at the gate) or once no writer
+        waits any more, so a reader joins the hold. Nothing in this process
+        signals the second case (a writer that gave up or died in another
+        process), so the intent byte is re-read every ``_INTENT_RECHECK``
+        seconds; without it a reader stalled until every reader thread of
+        its process let go, long after the writer had left.
+        """
+        while self._os_mode == SHARED:
+            if self._no_writer_waits() or self._gate_is_free():
+                return True
+            interval = _INTENT_RECHECK
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                interval = min(interval, remaining)
+            self._queued = True
+            self._cond.wait(interval)
+        return True
+
+    def _gate_is_free(self) -> bool:
+        """Whether no writer of any process queues at the gate right now.
+
+        Waiting writers hold the gate, so a gate taken at once proves the
+        intent byte stale (a writer killed while waiting): clear it.
+        """
+        gate_fd = self._gate_file.fd
+        if gate_fd is None or not _oslock.try_lock(gate_fd, True):
+            return False
+        try:
+            if self._intent is not None and self._gate_file.writable:
+                self._intent[0] = 0
+        finally:
+            _oslock.unlock(gate_fd)
+        return True
+
     def _wait_locked(
         self, admitted: Callable[[], bool], deadline: float | None
     ) -> bool:
+        if admitted():
+            return True
+        self._queued = True
         if deadline is None:
             return self._cond.wait_for(admitted)
         return self._cond.wait_for(admitted, max(deadline - time.monotonic(), 0.0))
@@ -475,6 +555,7 @@ class ProcessLock:
     def _wait_os(self, fd: int, exclusive: bool, deadline: float | None) -> None:
         if _oslock.try_lock(fd, exclusive):
             return
+        self._queued = True
         if deadline is None:
             _oslock.lock(fd, exclusive)
             return
@@ -489,14 +570,18 @@ class ProcessLock:
             interval = min(interval * 2, _MAX_POLL)
 
     def _record(self, exclusive: bool, thread: int) -> None:
-        # No other thread of the process holds the lock: no mutex needed.
-        if exclusive:
-            self._writer = thread
-            self._depth = 1
-            self._os_mode = EXCLUSIVE
-        else:
-            self._readers[thread] = 1
-            self._os_mode = SHARED
+        # No other thread of the process holds the lock, but other threads
+        # read the bookkeeping (holders(), the slow-wait watchdog, a timeout
+        # message): iterating ``_readers`` while it grows raises
+        # "dictionary changed size during iteration".
+        with self._cond_lock:
+            if exclusive:
+                self._depth = 1
+                self._writer = thread
+                self._os_mode = EXCLUSIVE
+            else:
+                self._readers[thread] = 1
+                self._os_mode = SHARED
 
     # -- release -----------------------------------------------------------------
 

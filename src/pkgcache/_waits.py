@@ -43,15 +43,22 @@ class _Watchdog:
 
     def add(self, wait: SlowWait) -> None:
         with self._cond:
+            if self._thread is None:
+                thread = threading.Thread(
+                    target=self._run, name="pkgcache-wait-watchdog", daemon=True
+                )
+                try:
+                    thread.start()
+                except RuntimeError:
+                    # Python 3.12+ starts no thread at interpreter shutdown
+                    # (an atexit handler waiting for a lock): the wait goes
+                    # on, it just cannot be reported.
+                    return
+                self._thread = thread
             heapq.heappush(
                 self._heap, (wait.start + SLOW_WAIT, next(self._counter), wait)
             )
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="pkgcache-wait-watchdog", daemon=True
-                )
-                self._thread.start()
-            elif self._heap[0][2] is wait:
+            if self._heap[0][2] is wait:
                 self._cond.notify()
 
     def _run(self) -> None:
@@ -64,7 +71,12 @@ class _Watchdog:
                     self._cond.wait(timeout)
                 _, _, wait = heapq.heappop(self._heap)
             if not wait.done:
-                wait.report_slow()
+                try:
+                    wait.report_slow()
+                except Exception:
+                    # One report that fails (a /proc race, a broken handler)
+                    # must not end every later report.
+                    logger.debug("could not report a slow wait", exc_info=True)
 
     def after_fork_in_child(self) -> None:
         self.__init__()  # type: ignore[misc]

@@ -1,0 +1,3 @@
+"""Test-suite configuration: ``pytester`` runs the pytest plugin's tests."""
+
+pytest_plugins = ["pytester"]
