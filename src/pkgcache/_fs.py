@@ -33,10 +33,15 @@ DIR_FLAGS = os.O_RDONLY | _DIRECTORY | NOFOLLOW | CLOEXEC
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | CLOEXEC
 
 
+_HAVE_DIR_FD = all(
+    function in os.supports_dir_fd
+    for function in (os.open, os.mkdir, os.rename, os.unlink, os.rmdir, os.stat)
+)
+
+
 def require_dir_fd() -> None:
     """Refuse to run the store where folder descriptors are missing."""
-    needed = (os.open, os.mkdir, os.rename, os.unlink, os.rmdir, os.stat, os.utime)
-    if not all(function in os.supports_dir_fd for function in needed):
+    if not _HAVE_DIR_FD:
         raise CacheError(
             "the artifact store needs folder descriptors (dir_fd), which this "
             "platform lacks; the locks still work"
@@ -51,15 +56,30 @@ def open_dir(name: str, dir_fd: int, *, create: bool, display: str) -> int:
         NotADirectoryError: it is a file.
         FileNotFoundError: it does not exist and ``create`` is false.
     """
-    if create:
+    try:
+        try:
+            return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            if not create:
+                raise
+        # Created only when missing: a mkdir that fails costs a lookup too.
         with contextlib.suppress(FileExistsError):
             os.mkdir(name, 0o777, dir_fd=dir_fd)
-    try:
         return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
+        # O_DIRECTORY | O_NOFOLLOW on a link gives ELOOP or ENOTDIR (Linux).
+        if exc.errno == errno.ENOTDIR and _is_link(name, dir_fd):
+            raise UnsafePathError(display, "it is a symbolic link") from exc
         if exc.errno == errno.ELOOP:
             raise UnsafePathError(display, "it is a symbolic link") from exc
         raise
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def remove_tree(name: str, dir_fd: int) -> bool:
@@ -98,11 +118,14 @@ def remove_tree(name: str, dir_fd: int) -> bool:
     return True
 
 
-def tree_size(fd: int) -> int:
-    """Bytes of the regular files under folder ``fd`` (links not followed)."""
+def tree_size(fd: int, *, exclude: str = "") -> int:
+    """Bytes of the regular files under folder ``fd`` (links not followed).
+
+    ``exclude`` names a file directly in ``fd`` not to count.
+    """
     total = 0
     with os.scandir(fd) as it:
-        children = list(it)
+        children = [child for child in it if child.name != exclude]
     for child in children:
         try:
             if child.is_dir(follow_symlinks=False):

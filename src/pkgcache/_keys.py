@@ -121,20 +121,18 @@ def check_artifact(package: NormalizedName, filename: str) -> ArtifactName:
         InvalidArtifact: the name does not parse, or names another package.
     """
     if filename.endswith(".whl"):
-        what, parse = "wheel", parse_wheel_filename
+        what, parse = "a wheel", parse_wheel_filename
     elif filename.endswith(_SDIST_SUFFIXES):
-        what, parse = "sdist", parse_sdist_filename  # type: ignore[assignment]
+        what, parse = "an sdist", parse_sdist_filename  # type: ignore[assignment]
     else:
         return _FILE
     try:
         name = parse(filename)[0]
     except (InvalidWheelFilename, InvalidSdistFilename) as exc:
-        raise InvalidArtifact(
-            f"{filename!r} is not a valid {what} file name: {exc}"
-        ) from exc
+        raise InvalidArtifact(f"{filename!r} is not {what} file name: {exc}") from exc
     if name != package:
         raise InvalidArtifact(
-            f"{filename!r} is a {what} of {name!r}, not of {package!r}; store it "
+            f"{filename!r} is {what} of {name!r}, not of {package!r}; store it "
             f"under its own package"
         )
     return artifact_name(package, filename)

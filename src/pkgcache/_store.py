@@ -63,12 +63,21 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from types import MappingProxyType
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+import attrs
 from packaging.requirements import InvalidRequirement as _PackagingInvalidRequirement
 from packaging.requirements import Requirement
 from packaging.tags import Tag, sys_tags
-from packaging.utils import NormalizedName
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    NormalizedName,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import Version
 
 from . import _fs
 from ._errors import (
@@ -363,7 +372,7 @@ def _tree_record(name: str, parent_fd: int, st: os.stat_result) -> tuple[int, fl
             "pkgcache: unreadable tree marker in %s; measuring the tree instead",
             name,
         )
-        return _fs.tree_size(tree_fd), st.st_mtime
+        return _fs.tree_size(tree_fd, exclude=TREE_MARKER), st.st_mtime
     finally:
         os.close(tree_fd)
 
@@ -395,7 +404,8 @@ def _entry(
     return Entry(
         package=package,
         key=key,
-        path=Path(cache.root, PACKAGES_DIR, package, key),
+        # One string to parse: much cheaper than joining parts (pathlib).
+        path=Path(f"{cache.root}/{PACKAGES_DIR}/{package}/{key}"),
         kind=info.kind,
         version=info.version,
         build_tag=info.build_tag,
@@ -427,6 +437,42 @@ def _scan(cache: _CacheLike, package: NormalizedName) -> list[Entry]:
             ]
     entries.sort(key=lambda entry: entry.key)
     return entries
+
+
+class _Record(NamedTuple):
+    """What prune and info need of an entry: no parsing, no path."""
+
+    last_used: float
+    package: str
+    key: str
+    size: int
+    is_tree: bool
+
+
+def _records(cache: _CacheLike, package: NormalizedName) -> list[_Record]:
+    """Size and last use of every entry of ``package`` (cheaper than _scan)."""
+    packages_fd = _store_dir(cache, PACKAGES_DIR, create=False)
+    if packages_fd is None:
+        return []
+    records = []
+    with _opened([packages_fd]):
+        package_fd = _package_dir(cache, packages_fd, package, create=False)
+        if package_fd is None:
+            return []
+        with _opened([package_fd]):
+            for key, fd, name, is_tree in _walk(package_fd):
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    if is_tree:
+                        size = _tree_record(name, fd, st)[0]
+                    elif stat.S_ISREG(st.st_mode):
+                        size = st.st_size
+                    else:
+                        continue
+                except FileNotFoundError:
+                    continue
+                records.append(_Record(st.st_atime, package, key, size, is_tree))
+    return records
 
 
 def _touch(chain: _Chain, st: os.stat_result) -> float:
@@ -474,8 +520,6 @@ def _located(view: _Handle, package: NormalizedName, key: str) -> Entry:
 def _with_last_used(entry: Entry, used: float) -> Entry:
     if used <= entry.last_used:
         return entry
-    import attrs  # noqa: PLC0415 - only on this path
-
     return attrs.evolve(entry, last_used=used)
 
 
@@ -531,7 +575,10 @@ def _find(
     packages_fd = _store_dir(cache, PACKAGES_DIR, create=False)
     if packages_fd is None:
         return None
-    candidates: list[tuple[str, ArtifactName, int]] = []
+    # Wheels of one package mostly share their tags: rank each set once, by
+    # the tag part of the file name (cheaper to hash than a set of tags).
+    rank_of: dict[str, int] = {}
+    by_version: dict[Version, list[tuple[str, ArtifactName, int]]] = {}
     with _opened([packages_fd]):
         package_fd = _package_dir(cache, packages_fd, package, create=False)
         if package_fd is None:
@@ -541,29 +588,28 @@ def _find(
                 if is_tree:
                     continue
                 info = artifact_name(package, name)
-                if info.kind == "file" or (kind is not None and info.kind != kind):
+                if info.version is None or (kind is not None and info.kind != kind):
                     continue
                 rank = 0
                 if info.kind == "wheel":
-                    found = [ranks[tag] for tag in info.tags if tag in ranks]
-                    if not found:
-                        continue
-                    rank = min(found)
-                candidates.append((key, info, rank))
-    versions = {info.version for _, info, _ in candidates}
-    allowed = set(req.specifier.filter(versions))
-    best: tuple[str, ArtifactName, int] | None = None
-    best_order: tuple[object, ...] = ()
-    # Sorted by key so that, among equals, the shortest key wins.
-    for candidate in sorted(candidates, key=lambda c: c[0]):
-        _, info, rank = candidate
-        if info.version not in allowed:
-            continue
-        order = (info.version, info.build_tag, info.kind == "wheel", -rank)
-        if best is None or order > best_order:
-            best, best_order = candidate, order
-    if best is None:
+                    tag_part = name.rsplit("-", 3)
+                    tag_key = "-".join(tag_part[1:])
+                    rank = rank_of.get(tag_key, -2)
+                    if rank == -2:
+                        found = [ranks[tag] for tag in info.tags if tag in ranks]
+                        rank = rank_of[tag_key] = min(found, default=-1)
+                    if rank < 0:
+                        continue  # no tag this interpreter supports
+                by_version.setdefault(info.version, []).append((key, info, rank))
+    allowed = list(req.specifier.filter(by_version))
+    if not allowed:
         return None
+    # Highest version; then highest build tag, a wheel over an sdist, the
+    # most preferred tag; among equals the first key in sorted order.
+    best = max(
+        sorted(by_version[max(allowed)]),
+        key=lambda c: (c[1].build_tag, c[1].kind == "wheel", -c[2]),
+    )
     return _located(view, package, best[0])
 
 
@@ -618,13 +664,6 @@ def _target(
     if len(handle.packages) == 1 and not handle.whole_cache:
         return handle.packages[0]
     if filename is not None:
-        from packaging.utils import (  # noqa: PLC0415
-            InvalidSdistFilename,
-            InvalidWheelFilename,
-            parse_sdist_filename,
-            parse_wheel_filename,
-        )
-
         with contextlib.suppress(InvalidWheelFilename, InvalidSdistFilename):
             if filename.endswith(".whl"):
                 return handle.covers(parse_wheel_filename(filename)[0])
@@ -939,13 +978,11 @@ def _info(cache: _CacheLike, timeout: float | _DefaultTimeout | None) -> CacheIn
         _root_fd(cache)
         for name in _package_names(cache):
             try:
-                entries = _scan(cache, name)
+                records = _records(cache, name)
             except UnsafePathError:
                 continue
-            if entries:
-                per_package[name] = (len(entries), sum(e.size for e in entries))
-    from types import MappingProxyType  # noqa: PLC0415
-
+            if records:
+                per_package[name] = (len(records), sum(r.size for r in records))
     return CacheInfo(
         root=cache.root,
         packages=len(per_package),
@@ -992,12 +1029,12 @@ def _prune(
     with cache.reading(timeout=timeout):
         _root_fd(cache)
         now = time.time()
-        seen: list[Entry] = []
+        seen: list[_Record] = []
         for package in _package_names(cache):
             with contextlib.suppress(UnsafePathError):
-                seen.extend(_scan(cache, package))
-        seen.sort(key=lambda e: (e.last_used, e.package, e.key))
-        total = sum(entry.size for entry in seen)
+                seen.extend(_records(cache, package))
+        seen.sort()  # least recently used first
+        total = sum(record.size for record in seen)
         leftovers = _leftover_packages(cache)
         done: set[tuple[str, str]] = set()
         for _ in range(3):
@@ -1010,14 +1047,14 @@ def _prune(
                 older_than=older_than,
                 now=now,
             )
-            visit = {entry.package for entry in chosen} | (leftovers - skipped)
+            visit = {record.package for record in chosen} | (leftovers - skipped)
             leftovers = set()
             if not visit:
                 break
-            by_package: dict[str, dict[str, Entry]] = {name: {} for name in visit}
-            for entry in chosen:
-                by_package[entry.package][entry.key] = entry
-                done.add((entry.package, entry.key))
+            by_package: dict[str, dict[str, _Record]] = {name: {} for name in visit}
+            for record in chosen:
+                by_package[record.package][record.key] = record
+                done.add((record.package, record.key))
             for name in sorted(visit):
                 with _try_exclusive(cache, NormalizedName(name)) as held:
                     if not held:
@@ -1059,7 +1096,7 @@ def _leftover_packages(cache: _CacheLike) -> set[str]:
 
 
 def _choose(
-    seen: list[Entry],
+    seen: list[_Record],
     done: set[tuple[str, str]],
     skipped: set[str],
     total: int,
@@ -1067,7 +1104,7 @@ def _choose(
     max_bytes: int | None,
     older_than: float | None,
     now: float,
-) -> list[Entry]:
+) -> list[_Record]:
     """The entries to remove next, least recently used first."""
     cutoff = None if older_than is None else now - older_than
     chosen = []
@@ -1083,7 +1120,7 @@ def _choose(
 
 
 def _prune_package(
-    cache: _CacheLike, package: NormalizedName, chosen: dict[str, Entry]
+    cache: _CacheLike, package: NormalizedName, chosen: dict[str, _Record]
 ) -> tuple[list[Entry], int]:
     """Under ``package``'s exclusive lock: remove chosen entries not used since."""
     gone: list[Entry] = []
@@ -1093,14 +1130,27 @@ def _prune_package(
             reaped = _reap(cache, tmp_fd, package) if tmp_fd is not None else 0
             if not chosen or tmp_fd is None:
                 return gone, reaped
-            for current in _scan(cache, package):
+            for current in _records(cache, package):
                 picked = chosen.get(current.key)
                 if picked is None or current.last_used > picked.last_used:
                     continue  # used since the scan: no longer the oldest
-                with _Chain(cache, package, key_parts(current.key)) as chain:
-                    if chain.open(create=False) and _remove_at(chain, tmp_fd):
-                        gone.append(current)
-                        chain.remove_empty_folders()
+                parts = key_parts(current.key)
+                with _Chain(cache, package, parts) as chain:
+                    if not chain.open(create=False):
+                        continue
+                    location = (chain.parent, chain.last)
+                    entry = _entry(
+                        cache, package, current.key, location, is_tree=current.is_tree
+                    )
+                    if entry is not None and _remove_at(chain, tmp_fd):
+                        gone.append(entry)
+                        if len(parts) > 1:
+                            chain.remove_empty_folders()
+            if gone:  # the package folder, if that emptied it
+                packages_fd = _store_dir(cache, PACKAGES_DIR, create=False)
+                if packages_fd is not None:
+                    with _opened([packages_fd]), contextlib.suppress(OSError):
+                        os.rmdir(package, dir_fd=packages_fd)
     return gone, reaped
 
 
