@@ -13,9 +13,29 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks import bench_buildfarm, bench_store
 from benchmarks._common import SCALES, Scale, describe, machine, save
 from benchmarks.bench_locks import throughput, uncontended
 from benchmarks.bench_waiting import fairness, handover, writer_wait
+
+
+def store(scale: Scale, folder: str) -> dict[str, Any]:
+    """Issue 3: add/find throughput, find latency, prune on many entries."""
+    size = "1.0" if scale.name == "full" else "0.05"
+    print()
+    return {
+        "store": bench_store.main(
+            ["--scale", size, "--dir", folder], save_results=False
+        )
+    }
+
+
+def buildfarm(scale: Scale, folder: str) -> dict[str, Any]:
+    """Issue 7: a build farm with per-package locks against one cache lock."""
+    argv = [] if scale.name == "full" else ["--quick"]
+    print()
+    return {"buildfarm": bench_buildfarm.main(argv, save_results=False)}
+
 
 BENCHMARKS: dict[str, Callable[[Scale, str], dict[str, Any]]] = {
     "uncontended": uncontended,
@@ -23,6 +43,8 @@ BENCHMARKS: dict[str, Callable[[Scale, str], dict[str, Any]]] = {
     "writer-wait": writer_wait,
     "handover": handover,
     "fairness": fairness,
+    "buildfarm": buildfarm,
+    "store": store,
 }
 
 

@@ -70,3 +70,18 @@ def test_cli_rejects_unknown_benchmark(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--only", "nonsense"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_store(tmp_path, capsys):
+    result = cli.BENCHMARKS["store"](TINY, str(tmp_path))["store"]
+    assert result["add_find"]["adds"] > 0
+    assert result["prune"]["removed"] > 0
+    assert "prune() removing" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(120)
+def test_buildfarm(tmp_path):
+    summary = cli.BENCHMARKS["buildfarm"](TINY, str(tmp_path))["buildfarm"]["summary"]
+    assert set(summary) == {"pkgcache", "whole-cache", "uv-flock", "no-locks"}
+    assert all(s["makespan_s"] > 0 for s in summary.values())
