@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import pkgcache
-from benchmarks._common import machine, save, table
+from benchmarks._common import describe, machine, save, table
 
 SCHEMES = ("pkgcache", "whole-cache", "uv-flock", "no-locks")
 DEFAULT_SVG = Path(__file__).resolve().parent.parent / "docs/_static/buildfarm.svg"
@@ -246,13 +246,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def main(
+    argv: Sequence[str] | None = None, *, save_results: bool = True
+) -> dict[str, Any]:
     """Run every scheme on the same graph, print a table, save JSON (and SVG)."""
     args = parse_args(argv)
     rounds = 2 if args.quick else args.rounds
     graph = dependency_graph(args.packages, seed=args.seed)
     edges = sum(len(deps) for deps in graph.values())
-    print(f"build farm: {machine()}")
+    print(f"build farm: {describe(machine())}")
     print(
         f"{len(graph)} packages, {edges} dependency edges, {args.workers} workers; "
         f"install {args.install_ms} ms, build {args.build_ms} ms, "
@@ -315,8 +317,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         },
         "summary": summary,
     }
-    path = save("buildfarm", result)
-    print(f"saved {path}")
+    if save_results:
+        print(f"saved {save(result, 'buildfarm')}")
     if args.svg is not None:
         median_runs = {
             scheme: sorted(samples[scheme], key=lambda r: r["makespan"])[

@@ -1,24 +1,23 @@
-"""Issue 2: the cost of a lock, and throughput on distinct packages.
+"""Issue 2: what a lock costs, and throughput on distinct packages.
 
-Uncontended: the median cost of one ``with`` block of each pkgcache call,
-beside the raw flock acquire+release pairs the call needs (on descriptors
-kept open: the limit), portalocker, filelock and fasteners taking the same
-locks.
+Uncontended: the cost of one ``with`` block of each pkgcache call, beside
+the raw flock acquire+release pairs the call needs (on descriptors kept
+open: the limit), and portalocker, filelock and fasteners taking the same
+locks. Targets: pkgcache within 5x the raw pairs, portalocker at least 3x
+slower than pkgcache.
 
 Throughput: N threads, or N processes, each holding ``exclusive(own
 package)`` for 1 ms in a loop, beside the same loop on raw flock with one
 file per worker. Workers on different packages should not slow each other:
-pkgcache should reach at least 90% of raw flock.
+target pkgcache at least 90% of raw flock.
 """
 
 from __future__ import annotations
 
 import fcntl
-import multiprocessing
 import os
-import tempfile
-import threading
-import time
+import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,239 +26,245 @@ import filelock
 import portalocker
 
 import pkgcache
-from benchmarks._common import interleaved_medians, machine, save, table
+from benchmarks._common import Scale, interleaved, table
+from benchmarks._workers import Task, run_plan
 
-HOLD = 0.001  # the work done while holding, in the throughput benchmark
-SPAWN = multiprocessing.get_context("spawn")
+HOLD = 0.001  # time held per iteration in the throughput benchmark
+PACKAGE = "setuptools-scm"
 
 
-def _raw_pairs(folder: Path, modes: list[int]) -> Any:
+def _raw_pairs(folder: Path, name: str, modes: list[int]) -> Callable[[], None]:
+    """Non-blocking flock of each mode in turn on kept descriptors, then unlock."""
     fds = [
-        os.open(folder / f"raw{i}.lock", os.O_RDWR | os.O_CREAT)
+        os.open(folder / f"{name}{i}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
         for i in range(len(modes))
     ]
+    pairs = list(zip(fds, [m | fcntl.LOCK_NB for m in modes], strict=True))
+    flock, unlock = fcntl.flock, fcntl.LOCK_UN
 
     def run() -> None:
-        for fd, mode in zip(fds, modes, strict=True):
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-        for fd in reversed(fds):
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        for fd, mode in pairs:
+            flock(fd, mode)
+        for fd, _ in reversed(pairs):
+            flock(fd, unlock)
 
+    run.fds = fds  # type: ignore[attr-defined]
     return run
 
 
-def uncontended(quick: bool = False) -> dict[str, Any]:
-    ops, rounds = (500, 5) if quick else (4000, 15)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        cache = pkgcache.Cache(folder / "cache")
+def _portalocker(folder: Path, name: str, shared: list[bool]) -> Callable[[], None]:
+    sh, ex = portalocker.LockFlags.SHARED, portalocker.LockFlags.EXCLUSIVE
+    nb = portalocker.LockFlags.NON_BLOCKING
+    locks = [
+        portalocker.Lock(folder / f"{name}{i}.lock", flags=(sh if s else ex) | nb)
+        for i, s in enumerate(shared)
+    ]
+    if len(locks) == 1:
 
-        def reading_pkg() -> None:
-            with cache.reading("setuptools-scm"):
+        def one() -> None:
+            with locks[0]:
                 pass
 
-        def exclusive_pkg() -> None:
-            with cache.exclusive("setuptools-scm"):
+        return one
+
+    def two() -> None:
+        with locks[0], locks[1]:
+            pass
+
+    return two
+
+
+def _filelock(folder: Path, name: str, count: int) -> Callable[[], None]:
+    locks = [filelock.FileLock(str(folder / f"{name}{i}.lock")) for i in range(count)]
+    if count == 1:
+
+        def one() -> None:
+            with locks[0]:
                 pass
 
-        def reading_all() -> None:
-            with cache.reading():
+        return one
+
+    def two() -> None:
+        with locks[0], locks[1]:
+            pass
+
+    return two
+
+
+def _fasteners(folder: Path, name: str, shared: list[bool]) -> Callable[[], None]:
+    locks = [
+        fasteners.InterProcessReaderWriterLock(str(folder / f"{name}{i}.lock"))
+        for i in range(len(shared))
+    ]
+    modes = [
+        lock.read_lock if s else lock.write_lock
+        for lock, s in zip(locks, shared, strict=True)
+    ]
+    if len(locks) == 1:
+
+        def one() -> None:
+            with modes[0]():
                 pass
 
-        def exclusive_all() -> None:
-            with cache.exclusive():
-                pass
+        return one
 
-        sh, ex = fcntl.LOCK_SH, fcntl.LOCK_EX
-        portalocker_sh = [
-            portalocker.Lock(
-                folder / f"pl{i}.lock",
-                flags=portalocker.LockFlags.SHARED | portalocker.LockFlags.NON_BLOCKING,
-            )
-            for i in range(2)
-        ]
-        portalocker_mixed = [
-            portalocker.Lock(
-                folder / "plm0.lock",
-                flags=portalocker.LockFlags.SHARED | portalocker.LockFlags.NON_BLOCKING,
-            ),
-            portalocker.Lock(
-                folder / "plm1.lock",
-                flags=portalocker.LockFlags.EXCLUSIVE
-                | portalocker.LockFlags.NON_BLOCKING,
-            ),
-        ]
-        filelocks = [filelock.FileLock(str(folder / f"fl{i}.lock")) for i in range(2)]
-        rwlocks = [
-            fasteners.InterProcessReaderWriterLock(str(folder / f"fa{i}.lock"))
-            for i in range(2)
-        ]
+    def two() -> None:
+        with modes[0](), modes[1]():
+            pass
 
-        def portalocker_two_shared() -> None:
-            with portalocker_sh[0], portalocker_sh[1]:
-                pass
+    return two
 
-        def portalocker_shared_exclusive() -> None:
-            with portalocker_mixed[0], portalocker_mixed[1]:
-                pass
 
-        def filelock_two() -> None:
-            with filelocks[0], filelocks[1]:
-                pass
+# (pkgcache call, the flock modes it takes, whether each is shared)
+CALLS = {
+    "reading(pkg)": [True, True],
+    "exclusive(pkg)": [True, False],
+    "reading()": [True],
+    "exclusive()": [False],
+}
 
-        def fasteners_two_read() -> None:
-            with rwlocks[0].read_lock(), rwlocks[1].read_lock():
-                pass
 
-        contenders = {
-            "pkgcache reading(pkg)": reading_pkg,
-            "pkgcache exclusive(pkg)": exclusive_pkg,
-            "pkgcache reading()": reading_all,
-            "pkgcache exclusive()": exclusive_all,
-            "raw flock SH+SH (limit of reading(pkg))": _raw_pairs(folder, [sh, sh]),
-            "raw flock SH+EX (limit of exclusive(pkg))": _raw_pairs(folder, [sh, ex]),
-            "raw flock SH (limit of reading())": _raw_pairs(folder, [sh]),
-            "raw flock EX (limit of exclusive())": _raw_pairs(folder, [ex]),
-            "portalocker.Lock x2 (SH+SH)": portalocker_two_shared,
-            "portalocker.Lock x2 (SH+EX)": portalocker_shared_exclusive,
-            "filelock.FileLock x2": filelock_two,
-            "fasteners RW lock x2 (read)": fasteners_two_read,
-        }
-        results = interleaved_medians(contenders, ops, rounds)
+def uncontended(scale: Scale, folder: str) -> dict[str, Any]:
+    """Median cost of an uncontended with-block, beside its limit and rivals."""
+    base = Path(folder, "uncontended")
+    base.mkdir()
+    cache = pkgcache.Cache(base / "cache")
 
-    med = {name: r[0] for name, r in results.items()}
-    ratios = {
-        "reading(pkg) / raw": med["pkgcache reading(pkg)"]
-        / med["raw flock SH+SH (limit of reading(pkg))"],
-        "exclusive(pkg) / raw": med["pkgcache exclusive(pkg)"]
-        / med["raw flock SH+EX (limit of exclusive(pkg))"],
-        "reading() / raw": med["pkgcache reading()"]
-        / med["raw flock SH (limit of reading())"],
-        "exclusive() / raw": med["pkgcache exclusive()"]
-        / med["raw flock EX (limit of exclusive())"],
-        "portalocker / reading(pkg)": med["portalocker.Lock x2 (SH+SH)"]
-        / med["pkgcache reading(pkg)"],
-        "portalocker / exclusive(pkg)": med["portalocker.Lock x2 (SH+EX)"]
-        / med["pkgcache exclusive(pkg)"],
-        "filelock / exclusive(pkg)": med["filelock.FileLock x2"]
-        / med["pkgcache exclusive(pkg)"],
-        "fasteners / reading(pkg)": med["fasteners RW lock x2 (read)"]
-        / med["pkgcache reading(pkg)"],
+    def reading_pkg() -> None:
+        with cache.reading(PACKAGE):
+            pass
+
+    def exclusive_pkg() -> None:
+        with cache.exclusive(PACKAGE):
+            pass
+
+    def reading_all() -> None:
+        with cache.reading():
+            pass
+
+    def exclusive_all() -> None:
+        with cache.exclusive():
+            pass
+
+    ours = {
+        "reading(pkg)": reading_pkg,
+        "exclusive(pkg)": exclusive_pkg,
+        "reading()": reading_all,
+        "exclusive()": exclusive_all,
     }
-    print("\n## Uncontended acquire + release (µs per with-block, median of rounds)")
-    print(
-        table(["what", "median", "min", "max"], [(n, *r) for n, r in results.items()])
-    )
+    contenders: dict[str, Callable[[], None]] = {}
+    raw_fds: list[int] = []
+    for n, (call, shared) in enumerate(CALLS.items()):
+        modes = [fcntl.LOCK_SH if s else fcntl.LOCK_EX for s in shared]
+        raw = _raw_pairs(base, f"raw{n}-", modes)
+        raw_fds += raw.fds  # type: ignore[attr-defined]
+        contenders[f"pkgcache {call}"] = ours[call]
+        contenders[f"raw flock, same locks as {call}"] = raw
+        contenders[f"portalocker, same locks as {call}"] = _portalocker(
+            base, f"pl{n}-", shared
+        )
+        contenders[f"filelock, same locks as {call}"] = _filelock(
+            base, f"fl{n}-", len(shared)
+        )
+        contenders[f"fasteners, same locks as {call}"] = _fasteners(
+            base, f"fa{n}-", shared
+        )
+    try:
+        results = interleaved(contenders, scale.rounds, scale.round_seconds)
+    finally:
+        for fd in raw_fds:
+            os.close(fd)
+
+    rows = [
+        (name, r["median"], r["p10"], r["p90"], r["min"]) for name, r in results.items()
+    ]
+    print("\n## Uncontended acquire + release (µs per with-block)")
+    print(f"{scale.rounds} interleaved rounds; spread over rounds")
+    print(table(["what", "median", "p10", "p90", "min"], rows))
+
+    med = {name: r["median"] for name, r in results.items()}
+    ratios: dict[str, dict[str, float]] = {}
+    ratio_rows = []
+    for call in CALLS:
+        mine = med[f"pkgcache {call}"]
+        ratios[call] = {
+            "pkgcache/raw": mine / med[f"raw flock, same locks as {call}"],
+            "portalocker/pkgcache": med[f"portalocker, same locks as {call}"] / mine,
+            "filelock/pkgcache": med[f"filelock, same locks as {call}"] / mine,
+            "fasteners/pkgcache": med[f"fasteners, same locks as {call}"] / mine,
+        }
+        ratio_rows.append((call, *ratios[call].values()))
     print()
     print(
         table(
-            ["ratio", "value", "target"],
             [
-                (
-                    n,
-                    v,
-                    "<= 5"
-                    if "/ raw" in n
-                    else (">= 3" if n.startswith("portalocker") else ""),
-                )
-                for n, v in ratios.items()
+                "call",
+                "pkgcache/raw (<= 5)",
+                "portalocker/pkgcache (>= 3)",
+                "filelock/pkgcache",
+                "fasteners/pkgcache",
             ],
+            ratio_rows,
         )
     )
     return {"uncontended_us": results, "uncontended_ratios": ratios}
 
 
-# -- throughput on distinct packages ------------------------------------------------
-
-
-def _pkgcache_worker(
-    root: str, package: str, duration: float, start: Any, counts: Any, index: int
-) -> None:
-    cache = pkgcache.Cache(root)
-    with cache.reading():  # open the layout before the clock starts
-        pass
-    start.wait()
-    end = time.perf_counter() + duration
-    done = 0
-    while time.perf_counter() < end:
-        with cache.exclusive(package):
-            time.sleep(HOLD)
-        done += 1
-    counts[index] = done
-
-
-def _raw_worker(
-    root: str, package: str, duration: float, start: Any, counts: Any, index: int
-) -> None:
-    fd = os.open(os.path.join(root, f"{package}.lock"), os.O_RDWR | os.O_CREAT)
-    start.wait()
-    end = time.perf_counter() + duration
-    done = 0
-    while time.perf_counter() < end:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        time.sleep(HOLD)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        done += 1
-    os.close(fd)
-    counts[index] = done
-
-
-def _run_workers(kind: str, target: Any, root: str, n: int, duration: float) -> float:
-    if kind == "threads":
-        start: Any = threading.Barrier(n + 1)
-        counts: Any = [0] * n
-        workers: list[Any] = [
-            threading.Thread(
-                target=target, args=(root, f"pkg{i}", duration, start, counts, i)
-            )
-            for i in range(n)
-        ]
-    else:
-        start = SPAWN.Barrier(n + 1)
-        counts = SPAWN.Array("l", n)
-        workers = [
-            SPAWN.Process(
-                target=target, args=(root, f"pkg{i}", duration, start, counts, i)
-            )
-            for i in range(n)
-        ]
-    for w in workers:
-        w.start()
-    start.wait()
-    for w in workers:
-        w.join()
-    return sum(counts) / duration
-
-
-def throughput(quick: bool = False) -> dict[str, Any]:
-    duration = 0.5 if quick else 2.0
-    sizes = [1, 2, 4] if quick else [1, 2, 4, 8, 16]
-    rows = []
+def throughput(scale: Scale, folder: str) -> dict[str, Any]:
+    """Ops/s of N workers, each on its own package, beside raw flock."""
     data: dict[str, Any] = {}
-    for kind in ("threads", "processes"):
-        for n in sizes:
-            with tempfile.TemporaryDirectory() as root:
-                raw = _run_workers(kind, _raw_worker, root, n, duration)
-                ours = _run_workers(kind, _pkgcache_worker, root, n, duration)
+    rows = []
+    for mode in ("threads", "processes"):
+        for n in scale.sizes:
+            work = Path(folder, f"throughput-{mode}-{n}")
+            work.mkdir()
+            plan = []
+            for r in range(scale.repeats):
+                kinds = ("flock", "pkgcache") if r % 2 == 0 else ("pkgcache", "flock")
+                plan += [Task(kind, None, scale.duration, HOLD) for kind in kinds]
+            counts = run_plan(mode, n, str(work), plan)
+            rates: dict[str, list[float]] = {"pkgcache": [], "flock": []}
+            for task, per_worker in zip(plan, counts, strict=True):
+                rates[task.kind].append(sum(per_worker) / task.duration)
+            ours = statistics.median(rates["pkgcache"])
+            raw = statistics.median(rates["flock"])
             ideal = n / HOLD
-            rows.append((kind, n, ours, raw, ours / raw, raw / ideal))
-            data[f"{kind}-{n}"] = {"pkgcache_ops_s": ours, "raw_ops_s": raw}
+            data[f"{mode}-{n}"] = {
+                "pkgcache_ops_s": rates["pkgcache"],
+                "flock_ops_s": rates["flock"],
+                "pkgcache/raw": ours / raw,
+            }
+            rows.append(
+                (
+                    mode,
+                    n,
+                    ours,
+                    raw,
+                    f"{ours / raw:.0%}",
+                    f"{raw / ideal:.0%}",
+                    f"{min(rates['pkgcache']):,.0f}-{max(rates['pkgcache']):,.0f}",
+                )
+            )
     print(
-        f"\n## Distinct packages, exclusive(own package) held {HOLD * 1e3:.0f} ms (ops/s)"
+        f"\n## Distinct packages: N workers, each exclusive(own package) held "
+        f"{HOLD * 1e3:.0f} ms (ops/s)"
+    )
+    print(
+        f"{scale.duration} s per measurement, median of {scale.repeats} interleaved "
+        "with raw flock (one file per worker)"
     )
     print(
         table(
-            ["workers", "n", "pkgcache", "raw flock", "pkgcache/raw", "raw/ideal"], rows
+            [
+                "workers",
+                "n",
+                "pkgcache",
+                "raw flock",
+                "pkgcache/raw (>= 90%)",
+                "raw/ideal",
+                "pkgcache range",
+            ],
+            rows,
         )
     )
-    print("target: pkgcache/raw >= 0.90")
     return {"throughput": data}
-
-
-def main(quick: bool = False) -> dict[str, Any]:
-    print(f"# Lock benchmarks ({machine()})")
-    return {**uncontended(quick), **throughput(quick)}
-
-
-if __name__ == "__main__":
-    save("locks", main())

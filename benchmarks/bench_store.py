@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pkgcache
-from benchmarks._common import machine, percentile, save, table
+from benchmarks._common import describe, machine, percentile, save, table
 
 PAYLOAD = b"w" * 4096  # the store does not read wheels: their size is what counts
 
@@ -159,14 +159,17 @@ def bench_prune(work: Path, packages: int, per_package: int) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None, *, save_results: bool = True) -> dict[str, Any]:
+    """Run the store benchmarks; print the tables, return (and save) the numbers."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_store", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the sizes")
     parser.add_argument("--dir", default=None, help="where to build the caches")
     parser.add_argument("--name", default="store", help="results file name")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     s = args.scale
-    print(machine())
+    print(f"store: {describe(machine(args.dir))}")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         work = Path(tmp)
         add_find = bench_add_find(work, max(1, int(100 * s)), 10)
@@ -221,17 +224,16 @@ def main() -> None:
             )
         )
         os.sync()
-    path = save(
-        args.name,
-        {
-            "dir": args.dir,
-            "scale": s,
-            "add_find": add_find,
-            "find_latency": find,
-            "prune": prune,
-        },
-    )
-    print(f"\nsaved {path}")
+    result = {
+        "dir": args.dir,
+        "scale": s,
+        "add_find": add_find,
+        "find_latency": find,
+        "prune": prune,
+    }
+    if save_results:
+        print(f"\nsaved {save(result, args.name)}")
+    return result
 
 
 if __name__ == "__main__":
