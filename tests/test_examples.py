@@ -35,6 +35,8 @@ def run_example(*argv: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.timeout(TIMEOUT + 10)
 def test_workers() -> None:
     out = run_example("examples/workers.py").stdout
+    assert "361 locks taken" in out  # 9 workers x 40 rounds + one exclusive()
+    assert "what waited for what" in out
     assert "exclusive() waits for everyone" in out
 
 
