@@ -371,7 +371,10 @@ class CacheTransaction(CacheView, TransactionStoreMethods):
     def __init__(
         self, cache: Cache, packages: tuple[NormalizedName, ...], whole_cache: bool
     ) -> None:
-        super().__init__(cache, packages)
+        # CacheView.__init__ inlined: one per exclusive() call.
+        self.cache = cache
+        self.packages = packages
+        self._open = True
         self.whole_cache = whole_cache
 
     def covers(self, package: str) -> NormalizedName:
@@ -447,13 +450,18 @@ class LockRequest(Generic[H]):
         thread = self._thread
         held = self._held
         try:
-            if held[-len(taken) :] == taken:
+            if held == taken:  # the common, un-nested block
+                del held[:]
+            elif held[-len(taken) :] == taken:
                 del held[-len(taken) :]
             else:  # blocks exited out of order (an ExitStack, manual calls)
                 for lock in taken:
                     held.remove(lock)
         finally:
-            _release_each(reversed(taken), thread)
+            if len(taken) == 1:
+                taken[0].release(thread)
+            else:
+                _release_each(reversed(taken), thread)
         if logger.isEnabledFor(DEBUG):
             logger.debug("released %s", ", ".join(lock.what for lock in taken))
 
@@ -569,7 +577,9 @@ class Cache(CacheStoreMethods):
             self,
             names,
             False,
-            _resolve_timeout(timeout, self.timeout),
+            self.timeout
+            if timeout is DEFAULT_TIMEOUT
+            else _resolve_timeout(timeout, self.timeout),
             CacheView(self, names),
         )
 
@@ -604,7 +614,9 @@ class Cache(CacheStoreMethods):
             self,
             names,
             True,
-            _resolve_timeout(timeout, self.timeout),
+            self.timeout
+            if timeout is DEFAULT_TIMEOUT
+            else _resolve_timeout(timeout, self.timeout),
             CacheTransaction(self, names, whole_cache=not names),
         )
 
@@ -617,6 +629,14 @@ class Cache(CacheStoreMethods):
     ) -> list[ProcessLock]:
         space = self._space or self._open_space()
         root = space.root_lock
+        try:
+            held: list[ProcessLock] = _local.held
+        except AttributeError:
+            held = _local.held = []
+        if not held:
+            return self._acquire_first(
+                space, names, exclusive, timeout, thread=thread, held=held
+            )
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         if root.mode_of(thread) == EXCLUSIVE:
@@ -625,10 +645,6 @@ class Cache(CacheStoreMethods):
         else:
             plan = [(root, exclusive and not names)]
             plan += [(space.package_lock(name), exclusive) for name in names]
-        try:
-            held: list[ProcessLock] = _local.held
-        except AttributeError:
-            held = _local.held = []
         # Depths before this call: undoing down to them is right wherever an
         # exception lands (an interrupt between a lock's bookkeeping and the
         # next step, or a logging handler raising after everything was taken).
@@ -678,6 +694,67 @@ class Cache(CacheStoreMethods):
             self._undo(plan, before, held, mark, thread)
             raise
         return taken
+
+    def _acquire_first(
+        self,
+        space: _Space,
+        names: tuple[NormalizedName, ...],
+        exclusive: bool,
+        timeout: float | None,
+        *,
+        thread: int,
+        held: list[ProcessLock],
+    ) -> list[ProcessLock]:
+        """:meth:`_acquire` for a thread that holds no lock of any cache.
+
+        The common, un-nested call: every depth before it is 0, nothing can
+        be out of the lock order, and the plan is the root lock then the
+        packages in sorted order. Undoing releases every hold of this
+        thread on the locks of the plan, which is exactly what this call
+        added, wherever an exception lands.
+        """
+        root = space.root_lock
+        root_exclusive = exclusive and not names
+        locks = [root, *map(space.package_lock, names)] if names else [root]
+        debug = logger.isEnabledFor(DEBUG)
+        if timeout is None:
+            start = time.monotonic() if debug else 0.0
+            deadline = None
+        else:
+            start = time.monotonic()
+            deadline = start + timeout
+        lock = root
+        try:
+            for lock in locks:
+                lock.acquire(
+                    root_exclusive if lock is root else exclusive, deadline, thread
+                )
+            held += locks
+            if debug:
+                logger.debug(
+                    "acquired %s %s after %.6f s",
+                    "exclusive" if exclusive else "shared",
+                    ", ".join(each.what for each in locks),
+                    time.monotonic() - start,
+                )
+        except BaseException as exc:
+            del held[:]
+            for each in reversed(locks):
+                while each.depth(thread):
+                    each.release(thread)
+            if type(exc) is Expired:
+                # Only a deadline expires, so ``start`` was taken; ``lock``
+                # is the one that was busy.
+                lock_exclusive = root_exclusive if lock is root else exclusive
+                raise LockTimeout(
+                    root=str(self._root),
+                    package=lock.package,
+                    mode=MODE_NAMES[EXCLUSIVE if lock_exclusive else SHARED],
+                    waited=time.monotonic() - start,
+                    holders=holders_of([lock]),
+                ) from None
+            raise
+        return locks
 
     @staticmethod
     def _undo(
