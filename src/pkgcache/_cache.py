@@ -371,10 +371,7 @@ class CacheTransaction(CacheView, TransactionStoreMethods):
     def __init__(
         self, cache: Cache, packages: tuple[NormalizedName, ...], whole_cache: bool
     ) -> None:
-        # CacheView.__init__ inlined: one per exclusive() call.
-        self.cache = cache
-        self.packages = packages
-        self._open = True
+        super().__init__(cache, packages)
         self.whole_cache = whole_cache
 
     def covers(self, package: str) -> NormalizedName:
