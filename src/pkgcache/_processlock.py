@@ -425,14 +425,7 @@ class ProcessLock:
         try:
             if not _oslock.try_lock(lock_fd, exclusive):
                 return False
-            with self._cond_lock:
-                if exclusive:
-                    self._depth = 1
-                    self._writer = thread
-                    self._os_mode = EXCLUSIVE
-                else:
-                    self._readers[thread] = 1
-                    self._os_mode = SHARED
+            self._record(exclusive, thread)
         except BaseException:
             # A KeyboardInterrupt can land between the flock and the
             # bookkeeping; unrecorded, the OS lock would be held by nobody.
