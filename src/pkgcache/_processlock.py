@@ -415,24 +415,14 @@ class ProcessLock:
                     return False
             # The last holder let go meanwhile: the lock is free to try (it
             # stays NONE, only the gate-mutex holder moves it away).
-        # The uncontended path: ``_no_writer_waits`` and ``_record`` inlined.
+        # The uncontended path (``_no_writer_waits`` inlined).
         intent = self._intent
         if intent is not None:
             if intent[0]:
                 return False
         elif self._gate_file.fd is not None:
             return False
-        try:
-            if not _oslock.try_lock(lock_fd, exclusive):
-                return False
-            self._record(exclusive, thread)
-        except BaseException:
-            # A KeyboardInterrupt can land between the flock and the
-            # bookkeeping; unrecorded, the OS lock would be held by nobody.
-            if self._os_mode == NONE:
-                _oslock.unlock(lock_fd)
-            raise
-        return True
+        return self._try_lock_file(lock_fd, exclusive, thread)
 
     def _try_lock_file(self, lock_fd: int, exclusive: bool, thread: int) -> bool:
         """Try the lock file without waiting; record the hold if granted."""
@@ -441,7 +431,8 @@ class ProcessLock:
                 return False
             self._record(exclusive, thread)
         except BaseException:
-            # As above: never leave a granted flock unrecorded.
+            # A KeyboardInterrupt can land between the flock and the
+            # bookkeeping; unrecorded, the OS lock would be held by nobody.
             if self._os_mode == NONE:
                 _oslock.unlock(lock_fd)
             raise
