@@ -82,7 +82,22 @@ class FlockLock:
         os.close(self._fd)
 
 
-class PortalockerLock:
+class _LibraryLock:
+    """A library lock object with ``acquire()`` / ``release()`` of its own."""
+
+    _lock: Any
+
+    def acquire(self) -> None:
+        self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def close(self) -> None:
+        pass
+
+
+class PortalockerLock(_LibraryLock):
     """``portalocker.Lock`` with its default polling (every 0.25 s)."""
 
     def __init__(self, path: str, exclusive: bool) -> None:
@@ -95,32 +110,14 @@ class PortalockerLock:
             path, timeout=LONG, flags=mode | portalocker.LockFlags.NON_BLOCKING
         )
 
-    def acquire(self) -> None:
-        self._lock.acquire()
 
-    def release(self) -> None:
-        self._lock.release()
-
-    def close(self) -> None:
-        pass
-
-
-class FileLockLock:
+class FileLockLock(_LibraryLock):
     """``filelock.FileLock`` (exclusive only) with its default polling (0.05 s)."""
 
     def __init__(self, path: str, exclusive: bool) -> None:
         if not exclusive:
             raise ValueError("filelock.FileLock has no shared mode")
         self._lock = filelock.FileLock(path)
-
-    def acquire(self) -> None:
-        self._lock.acquire()
-
-    def release(self) -> None:
-        self._lock.release()
-
-    def close(self) -> None:
-        pass
 
 
 class FastenersLock:

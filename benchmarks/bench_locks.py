@@ -52,6 +52,28 @@ def _raw_pairs(folder: Path, name: str, modes: list[int]) -> Callable[[], None]:
     return run
 
 
+def _one_block(contexts: list[Callable[[], Any]]) -> Callable[[], None]:
+    """One ``with`` block over one or two locks: the unit the benchmark times.
+
+    One and two locks get their own closure so no ExitStack or loop is timed.
+    """
+    if len(contexts) == 1:
+        (first,) = contexts
+
+        def one() -> None:
+            with first():
+                pass
+
+        return one
+    first, second = contexts
+
+    def two() -> None:
+        with first(), second():
+            pass
+
+    return two
+
+
 def _portalocker(folder: Path, name: str, shared: list[bool]) -> Callable[[], None]:
     sh, ex = portalocker.LockFlags.SHARED, portalocker.LockFlags.EXCLUSIVE
     nb = portalocker.LockFlags.NON_BLOCKING
@@ -59,36 +81,12 @@ def _portalocker(folder: Path, name: str, shared: list[bool]) -> Callable[[], No
         portalocker.Lock(folder / f"{name}{i}.lock", flags=(sh if s else ex) | nb)
         for i, s in enumerate(shared)
     ]
-    if len(locks) == 1:
-
-        def one() -> None:
-            with locks[0]:
-                pass
-
-        return one
-
-    def two() -> None:
-        with locks[0], locks[1]:
-            pass
-
-    return two
+    return _one_block([lambda lock=lock: lock for lock in locks])
 
 
 def _filelock(folder: Path, name: str, count: int) -> Callable[[], None]:
     locks = [filelock.FileLock(str(folder / f"{name}{i}.lock")) for i in range(count)]
-    if count == 1:
-
-        def one() -> None:
-            with locks[0]:
-                pass
-
-        return one
-
-    def two() -> None:
-        with locks[0], locks[1]:
-            pass
-
-    return two
+    return _one_block([lambda lock=lock: lock for lock in locks])
 
 
 def _fasteners(folder: Path, name: str, shared: list[bool]) -> Callable[[], None]:
@@ -96,23 +94,12 @@ def _fasteners(folder: Path, name: str, shared: list[bool]) -> Callable[[], None
         fasteners.InterProcessReaderWriterLock(str(folder / f"{name}{i}.lock"))
         for i in range(len(shared))
     ]
-    modes = [
-        lock.read_lock if s else lock.write_lock
-        for lock, s in zip(locks, shared, strict=True)
-    ]
-    if len(locks) == 1:
-
-        def one() -> None:
-            with modes[0]():
-                pass
-
-        return one
-
-    def two() -> None:
-        with modes[0](), modes[1]():
-            pass
-
-    return two
+    return _one_block(
+        [
+            lock.read_lock if s else lock.write_lock
+            for lock, s in zip(locks, shared, strict=True)
+        ]
+    )
 
 
 # (pkgcache call, the flock modes it takes, whether each is shared)
