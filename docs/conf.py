@@ -6,7 +6,7 @@ import pkgcache
 
 project = "pkgcache"
 author = "The pkgcache developers"
-copyright = "2026, the pkgcache developers"  # noqa: A001
+copyright = "2026, the pkgcache developers"
 release = pkgcache.__version__
 version = release
 

@@ -65,13 +65,14 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from logging import DEBUG
 from pathlib import Path
+from threading import get_ident
 from types import TracebackType
-from typing import Generic, TypeVar
 
 from packaging.utils import NormalizedName
+from typing_extensions import Self
 
 from . import _oslock
 from ._errors import (
@@ -100,7 +101,7 @@ from ._timeouts import DEFAULT_TIMEOUT, _resolve_timeout
 from ._timeouts import _DefaultTimeout as _DefaultTimeout  # noqa: PLC0414 - uv.py, plugin
 from ._waits import _watchdog, logger
 
-__all__ = ["DEFAULT_TIMEOUT", "Cache", "CacheTransaction", "CacheView"]
+__all__ = ["DEFAULT_TIMEOUT", "Cache", "CacheTransaction", "CacheView", "LockRequest"]
 
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -111,6 +112,7 @@ CACHEDIR_TAG = (
 LOCKS_DIR = "locks"
 ROOT_LOCK = ".lock"
 ROOT_GATE = ".root.gate"
+_PLANS = 4096  # lock plans remembered per cache root (see _Space.plan)
 
 
 _table = LockTable()
@@ -148,8 +150,10 @@ def _canonical(name: str) -> NormalizedName:
 
 
 def _canonical_sorted(names: tuple[str, ...]) -> tuple[NormalizedName, ...]:
-    if len(names) == 1:
-        return (_canonical(names[0]),)
+    if len(names) == 1:  # the common call; ``_canonical`` written out
+        name = names[0]
+        if type(name) is str:
+            return (_canonical_cached(name),)
     return tuple(sorted({_canonical(name) for name in names}))
 
 
@@ -169,6 +173,7 @@ class _Space:
             None, _File(self.root_dir, ROOT_LOCK), _File(self.locks_dir, ROOT_GATE)
         )
         self._packages: dict[str, ProcessLock] = {}
+        self.plans: dict[tuple[NormalizedName, ...], tuple[ProcessLock, ...]] = {}
         self._mutex = threading.Lock()
 
     def _open_layout(self) -> tuple[LockDir, LockDir]:
@@ -276,6 +281,20 @@ class _Space:
                     self._packages[name] = lock
         return lock
 
+    def plan(self, names: tuple[NormalizedName, ...]) -> tuple[ProcessLock, ...]:
+        """The locks an un-nested call on ``names`` takes, in order: the root first.
+
+        Remembered in ``plans`` (up to ``_PLANS`` tuples of names), so a
+        call looks its locks up once instead of once per package.
+        """
+        plan = self.plans.get(names)
+        if plan is None:
+            plan = (self.root_lock, *map(self.package_lock, names))
+            if len(self.plans) >= _PLANS:
+                self.plans.clear()
+            self.plans[names] = plan
+        return plan
+
     def locks(self) -> list[ProcessLock]:
         """The whole-cache lock and every package lock this process has used."""
         with self._mutex:
@@ -317,8 +336,13 @@ def _space_for(root: str, locks_path: str, tag_root: bool) -> _Space:
     return space
 
 
-class CacheView(ViewStoreMethods):
-    """What ``with cache.reading(...)`` gives: proof of shared locks.
+class LockRequest:
+    """A set of locks to take on entering a ``with`` block, and release on exit.
+
+    The base of :class:`CacheView` and :class:`CacheTransaction`, which
+    :meth:`Cache.reading` and :meth:`Cache.exclusive` return: entering one
+    takes its locks and gives back the same object, the proof of the locks
+    while the block lasts. Each can be entered once.
 
     Attributes:
         cache: the :class:`Cache`.
@@ -326,27 +350,114 @@ class CacheView(ViewStoreMethods):
             a whole-cache hold.
     """
 
-    def __init__(self, cache: Cache, packages: tuple[NormalizedName, ...]) -> None:
+    # One object per ``with`` block, with slots: a second object (a request
+    # and its handle) and ``__dict__``-based attributes cost a fifth of the
+    # uncontended path.
+    __slots__ = (
+        "_debug",
+        "_exclusive",
+        "_generation",
+        "_held",
+        "_open",
+        "_taken",
+        "_thread",
+        "_timeout",
+        "cache",
+        "packages",
+    )
+
+    def __init__(
+        self,
+        cache: Cache,
+        packages: tuple[NormalizedName, ...],
+        exclusive: bool,
+        timeout: float | None,
+    ) -> None:
         self.cache = cache
         self.packages = packages
-        self._open = True
+        self._exclusive = exclusive
+        self._timeout = timeout
+        self._open = False
+        self._taken: Sequence[ProcessLock] | None = None
 
     @property
     def is_open(self) -> bool:
-        """Whether the ``with`` block that gave this handle is still open."""
+        """Whether this object's ``with`` block is open (its locks are held)."""
         return self._open
+
+    def __enter__(self) -> Self:
+        if self._taken is not None:
+            raise RuntimeError("a lock request can be entered only once")
+        thread = get_ident()
+        try:
+            held: list[ProcessLock] = _local.held
+        except AttributeError:
+            held = _local.held = []
+        self._debug = logger.isEnabledFor(DEBUG)
+        taken: Sequence[ProcessLock]
+        if held:
+            taken = self.cache._acquire_nested(self, thread, held)
+        else:
+            taken = self.cache._acquire_first(self, thread, held)
+        self._taken = taken
+        self._thread = thread
+        self._generation = _generation
+        # The entering thread's list: exiting from another thread (a misuse,
+        # but an ExitStack can travel) must still find what to remove.
+        self._held = held
+        self._open = True
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        taken = self._taken
+        self._open = False
+        if not taken or self._generation != _generation:
+            return  # a forked child forgets its parent's locks
+        self._taken = ()
+        thread = self._thread
+        # Release first: a waiter in another process is let in by the first
+        # unlock, so the bookkeeping waits until after it. Every lock is
+        # released even if one release raises (a KeyboardInterrupt there
+        # once skipped the rest, leaving the whole-cache lock held for good).
+        error: BaseException | None = None
+        for lock in reversed(taken):
+            try:
+                lock.release(thread)
+            except BaseException as raised:
+                error = error or raised
+        held = self._held
+        count = len(taken)
+        if len(held) == count:
+            # Every lock in ``held`` belongs to an open block, and this one's
+            # are among them: equal lengths mean they are all ours.
+            del held[:]
+        elif tuple(held[-count:]) == tuple(taken):
+            del held[-count:]
+        else:  # blocks exited out of order (an ExitStack, manual calls)
+            for lock in taken:
+                held.remove(lock)
+        if error is not None:
+            raise error
+        if self._debug:
+            logger.debug("released %s", ", ".join(lock.what for lock in taken))
 
     def covers(self, package: str) -> NormalizedName:
         """Return the canonical name if this handle holds ``package``, else raise.
 
         Raises:
             InvalidPackageName: ``package`` is not a valid name.
-            NotLockedError: the block is closed, or ``package`` is not held.
+            NotLockedError: the block is not open, or ``package`` is not held.
         """
         name = _canonical(package)
         if not self._open:
+            when = "before" if self._taken is None else "after"
             raise NotLockedError(
-                f"this {type(self).__name__} was used after its with-block ended"
+                f"this {type(self).__name__} was used {when} its with-block"
             )
         if name not in self.packages:
             held = ", ".join(self.packages) or "no package"
@@ -362,121 +473,33 @@ class CacheView(ViewStoreMethods):
         return f"<{name} {list(self.packages)} of {self.cache.root} ({state})>"
 
 
+class CacheView(LockRequest, ViewStoreMethods):
+    """What :meth:`Cache.reading` returns: shared locks, and proof of them.
+
+    ``with cache.reading("a") as view:`` takes the locks and gives back the
+    same object; inside the block it reads the store (see :doc:`store`).
+    """
+
+    __slots__ = ()
+
+
 class CacheTransaction(CacheView, TransactionStoreMethods):
-    """What ``with cache.exclusive(...)`` gives: proof of exclusive locks.
+    """What :meth:`Cache.exclusive` returns: exclusive locks, and proof of them.
 
     Inside ``exclusive()`` (no packages) it covers every package.
     """
 
-    def __init__(
-        self, cache: Cache, packages: tuple[NormalizedName, ...], whole_cache: bool
-    ) -> None:
-        super().__init__(cache, packages)
-        self.whole_cache = whole_cache
+    __slots__ = ()
+
+    @property
+    def whole_cache(self) -> bool:
+        """Whether this holds the whole cache exclusively (``exclusive()``)."""
+        return not self.packages
 
     def covers(self, package: str) -> NormalizedName:
-        if self.whole_cache and self._open:
+        if self._open and not self.packages:
             return _canonical(package)
         return super().covers(package)
-
-
-H = TypeVar("H", bound=CacheView)
-
-
-class LockRequest(Generic[H]):
-    """A context manager that takes a set of locks on entry, releases on exit.
-
-    Returned by :meth:`Cache.reading` and :meth:`Cache.exclusive`; each
-    request can be entered once.
-    """
-
-    __slots__ = (
-        "_cache",
-        "_exclusive",
-        "_generation",
-        "_handle",
-        "_held",
-        "_names",
-        "_taken",
-        "_thread",
-        "_timeout",
-    )
-
-    def __init__(
-        self,
-        cache: Cache,
-        names: tuple[NormalizedName, ...],
-        exclusive: bool,
-        timeout: float | None,
-        handle: H,
-    ) -> None:
-        self._cache = cache
-        self._names = names
-        self._exclusive = exclusive
-        self._timeout = timeout
-        self._handle = handle
-        self._taken: list[ProcessLock] | None = None
-        self._held: list[ProcessLock] = []
-        self._thread = 0
-        self._generation = 0
-
-    def __enter__(self) -> H:
-        if self._taken is not None:
-            raise RuntimeError("a lock request can be entered only once")
-        self._thread = thread = threading.get_ident()
-        self._generation = _generation
-        self._taken = self._cache._acquire(
-            self._names, self._exclusive, self._timeout, thread
-        )
-        # The entering thread's list: exiting from another thread (a misuse,
-        # but an ExitStack can travel) must still find what to remove.
-        self._held = _local.held
-        return self._handle
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        taken = self._taken
-        self._handle._open = False
-        if not taken or self._generation != _generation:
-            return  # a forked child forgets its parent's locks
-        self._taken = []
-        thread = self._thread
-        held = self._held
-        try:
-            if held == taken:  # the common, un-nested block
-                del held[:]
-            elif held[-len(taken) :] == taken:
-                del held[-len(taken) :]
-            else:  # blocks exited out of order (an ExitStack, manual calls)
-                for lock in taken:
-                    held.remove(lock)
-        finally:
-            if len(taken) == 1:
-                taken[0].release(thread)
-            else:
-                _release_each(reversed(taken), thread)
-        if logger.isEnabledFor(DEBUG):
-            logger.debug("released %s", ", ".join(lock.what for lock in taken))
-
-
-def _release_each(locks: Iterable[ProcessLock], thread: int) -> None:
-    """Release every lock, even if releasing one raises; then re-raise.
-
-    A KeyboardInterrupt landing inside one release used to skip the rest,
-    leaving the whole-cache lock held by the thread for good.
-    """
-    error: BaseException | None = None
-    for lock in locks:
-        try:
-            lock.release(thread)
-        except BaseException as exc:
-            error = error or exc
-    if error is not None:
-        raise error
 
 
 class Cache(CacheStoreMethods):
@@ -547,7 +570,7 @@ class Cache(CacheStoreMethods):
 
     def reading(
         self, *packages: str, timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT
-    ) -> LockRequest[CacheView]:
+    ) -> CacheView:
         """Hold shared locks: the whole cache, and each package named.
 
         ``with cache.reading("a", "b") as view:`` takes ``<root>/.lock`` shared,
@@ -569,20 +592,18 @@ class Cache(CacheStoreMethods):
             LockOrderError: a nested call needed a lock earlier in the global
                 order than one this thread holds, and it was busy.
         """
-        names = _canonical_sorted(packages) if packages else ()
-        return LockRequest(
+        return CacheView(
             self,
-            names,
+            _canonical_sorted(packages) if packages else (),
             False,
             self.timeout
             if timeout is DEFAULT_TIMEOUT
             else _resolve_timeout(timeout, self.timeout),
-            CacheView(self, names),
         )
 
     def exclusive(
         self, *packages: str, timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT
-    ) -> LockRequest[CacheTransaction]:
+    ) -> CacheTransaction:
         """Hold exclusive locks: each package named, or the whole cache.
 
         ``with cache.exclusive("a", "b") as txn:`` takes ``<root>/.lock``
@@ -606,34 +627,29 @@ class Cache(CacheStoreMethods):
             LockOrderError: see :meth:`reading`.
             CachePermissionError: the cache is read-only for this process.
         """
-        names = _canonical_sorted(packages) if packages else ()
-        return LockRequest(
+        return CacheTransaction(
             self,
-            names,
+            _canonical_sorted(packages) if packages else (),
             True,
             self.timeout
             if timeout is DEFAULT_TIMEOUT
             else _resolve_timeout(timeout, self.timeout),
-            CacheTransaction(self, names, whole_cache=not names),
         )
 
-    def _acquire(
-        self,
-        names: tuple[NormalizedName, ...],
-        exclusive: bool,
-        timeout: float | None,
-        thread: int,
+    def _acquire_nested(
+        self, request: LockRequest, thread: int, held: list[ProcessLock]
     ) -> list[ProcessLock]:
+        """Take the locks for a thread that already holds some (``held``).
+
+        Re-entry, the whole-cache lock covering packages, and the lock order
+        (see the module docstring) are decided here.
+        """
+        names = request.packages
+        exclusive = request._exclusive
+        timeout = request._timeout
+        debug = request._debug
         space = self._space or self._open_space()
         root = space.root_lock
-        try:
-            held: list[ProcessLock] = _local.held
-        except AttributeError:
-            held = _local.held = []
-        if not held:
-            return self._acquire_first(
-                space, names, exclusive, timeout, thread=thread, held=held
-            )
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         if root.mode_of(thread) == EXCLUSIVE:
@@ -678,7 +694,7 @@ class Cache(CacheStoreMethods):
                     ) from None
                 taken.append(lock)
             held += taken
-            if logger.isEnabledFor(DEBUG):
+            if debug:
                 logger.debug(
                     "acquired %s %s after %.6f s",
                     "exclusive" if exclusive else "shared",
@@ -693,16 +709,9 @@ class Cache(CacheStoreMethods):
         return taken
 
     def _acquire_first(
-        self,
-        space: _Space,
-        names: tuple[NormalizedName, ...],
-        exclusive: bool,
-        timeout: float | None,
-        *,
-        thread: int,
-        held: list[ProcessLock],
-    ) -> list[ProcessLock]:
-        """:meth:`_acquire` for a thread that holds no lock of any cache.
+        self, request: LockRequest, thread: int, held: list[ProcessLock]
+    ) -> tuple[ProcessLock, ...]:
+        """Take the locks for a thread that holds no lock of any cache.
 
         The common, un-nested call: every depth before it is 0, nothing can
         be out of the lock order, and the plan is the root lock then the
@@ -710,10 +719,14 @@ class Cache(CacheStoreMethods):
         thread on the locks of the plan, which is exactly what this call
         added, wherever an exception lands.
         """
-        root = space.root_lock
+        names = request.packages
+        exclusive = request._exclusive
+        timeout = request._timeout
+        debug = request._debug
+        space = self._space or self._open_space()
+        locks = space.plans.get(names) or space.plan(names)
+        root = locks[0]
         root_exclusive = exclusive and not names
-        locks = [root, *map(space.package_lock, names)] if names else [root]
-        debug = logger.isEnabledFor(DEBUG)
         if timeout is None:
             start = time.monotonic() if debug else 0.0
             deadline = None
@@ -811,5 +824,4 @@ def _describe_later(held: Iterable[ProcessLock], lock: ProcessLock) -> str:
     return ", ".join(sorted({other.what for other in held if other.key > lock.key}))
 
 
-__all__ += ["LockRequest"]
 _ = NONE  # re-exported constant used by tests

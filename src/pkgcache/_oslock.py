@@ -35,7 +35,10 @@ import sys
 from ._errors import CacheError, CachePermissionError, UnsafePathError
 
 __all__ = [
+    "TRY_LOCK",
+    "UNLOCK",
     "close",
+    "flock",
     "lock",
     "map_intent_byte",
     "open_directory",
@@ -217,47 +220,55 @@ def close(fd: int | None) -> None:
 if sys.platform != "win32":
     import fcntl
 
-    _LOCK_SH = fcntl.LOCK_SH
-    _LOCK_EX = fcntl.LOCK_EX
-    _LOCK_NB = fcntl.LOCK_NB
-    _LOCK_UN = fcntl.LOCK_UN
-    _flock = fcntl.flock
-
-    def try_lock(fd: int, exclusive: bool) -> bool:
-        """Take the lock if it is free at once; return whether it was taken."""
-        try:
-            _flock(fd, (_LOCK_EX if exclusive else _LOCK_SH) | _LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def lock(fd: int, exclusive: bool) -> None:
-        """Wait for the lock without a deadline (the kernel wakes us)."""
-        _flock(fd, _LOCK_EX if exclusive else _LOCK_SH)
-
-    def unlock(fd: int) -> None:
-        """Release the lock held through ``fd``."""
-        _flock(fd, _LOCK_UN)
+    #: ``flock(fd, operation)``: the system call itself. With ``LOCK_NB`` it
+    #: raises :class:`BlockingIOError` when the lock is busy. The hot paths
+    #: of :mod:`pkgcache._processlock` call it directly, without a Python
+    #: frame around it.
+    flock = fcntl.flock
+    #: ``TRY_LOCK[exclusive]``: the operation that takes the lock at once or fails.
+    TRY_LOCK = (fcntl.LOCK_SH | fcntl.LOCK_NB, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _LOCK = (fcntl.LOCK_SH, fcntl.LOCK_EX)
+    UNLOCK = fcntl.LOCK_UN
 
 else:  # pragma: no cover - exercised on Windows only
     import portalocker
 
-    _SHARED = portalocker.LockFlags.SHARED
-    _EXCLUSIVE = portalocker.LockFlags.EXCLUSIVE
-    _NON_BLOCKING = portalocker.LockFlags.NON_BLOCKING
+    _SH, _EX, _NB, UNLOCK = 1, 2, 4, 8  # the values fcntl uses
+    TRY_LOCK = (_SH | _NB, _EX | _NB)
+    _LOCK = (_SH, _EX)
 
-    def try_lock(fd: int, exclusive: bool) -> bool:
-        """Take the lock if it is free at once; return whether it was taken."""
+    def flock(fd: int, operation: int) -> None:
+        """``flock(2)`` on top of ``LockFileEx``, through portalocker."""
+        if operation == UNLOCK:
+            portalocker.unlock(fd)
+            return
+        flags = (
+            portalocker.LockFlags.EXCLUSIVE
+            if operation & _EX
+            else portalocker.LockFlags.SHARED
+        )
+        if operation & _NB:
+            flags |= portalocker.LockFlags.NON_BLOCKING
         try:
-            portalocker.lock(fd, (_EXCLUSIVE if exclusive else _SHARED) | _NON_BLOCKING)
-        except portalocker.AlreadyLocked:
-            return False
-        return True
+            portalocker.lock(fd, flags)
+        except portalocker.AlreadyLocked as exc:
+            raise BlockingIOError(errno.EWOULDBLOCK, "lock is busy") from exc
 
-    def lock(fd: int, exclusive: bool) -> None:
-        """Wait for the lock without a deadline."""
-        portalocker.lock(fd, _EXCLUSIVE if exclusive else _SHARED)
 
-    def unlock(fd: int) -> None:
-        """Release the lock held through ``fd``."""
-        portalocker.unlock(fd)
+def try_lock(fd: int, exclusive: bool) -> bool:
+    """Take the lock if it is free at once; return whether it was taken."""
+    try:
+        flock(fd, TRY_LOCK[exclusive])
+    except BlockingIOError:
+        return False
+    return True
+
+
+def lock(fd: int, exclusive: bool) -> None:
+    """Wait for the lock without a deadline (the kernel wakes us)."""
+    flock(fd, _LOCK[exclusive])
+
+
+def unlock(fd: int) -> None:
+    """Release the lock held through ``fd``."""
+    flock(fd, UNLOCK)

@@ -300,15 +300,29 @@ class ProcessLock:
         if not exclusive and self._os_mode == SHARED and self._join_shared(thread):
             return
         mutex = self._gate_mutex
-        trying = deadline is not None and deadline <= time.monotonic()
-        if mutex.acquire(False) or (trying and self._mutex_unless_queued()):
+        if mutex.acquire(False):
             try:
                 if self._acquire_at_once(exclusive, thread):
                     return
             finally:
                 mutex.release()
-        if trying:
+            if deadline is not None and deadline <= time.monotonic():
+                raise Expired  # a try-lock never waits
+        elif deadline is not None and deadline <= time.monotonic():
+            if self._mutex_unless_queued():
+                try:
+                    if self._acquire_at_once(exclusive, thread):
+                        return
+                finally:
+                    mutex.release()
             raise Expired  # a try-lock never waits
+        self._acquire_slowly(exclusive, deadline, thread)
+
+    def _acquire_slowly(
+        self, exclusive: bool, deadline: float | None, thread: int
+    ) -> None:
+        """Wait for the lock: the other threads first, then the gate, then the file."""
+        mutex = self._gate_mutex
         if exclusive:
             # Readers of this process stop joining the shared hold (see
             # ``_join_shared``) until this writer is served or gives up.
@@ -343,14 +357,11 @@ class ProcessLock:
         overtaken: the reader then takes the slow path and queues.
         """
         with self._cond_lock:
-            if (
-                self._os_mode == SHARED
-                and not self._writers_waiting
-                and self._no_writer_waits()
-            ):
-                self._readers[thread] = 1
-                self.last_used = _tick()
-                return True
+            if self._os_mode == SHARED and not self._writers_waiting:
+                intent = self._intent  # ``_no_writer_waits``, inlined
+                if not intent[0] if intent is not None else self._gate_file.fd is None:
+                    self._readers[thread] = 1
+                    return True
         return False
 
     def _mutex_unless_queued(self) -> bool:
@@ -397,8 +408,9 @@ class ProcessLock:
 
     def _acquire_at_once(self, exclusive: bool, thread: int) -> bool:
         """Take the lock if that needs no waiting; say whether it did."""
-        lock_fd = self._lock_file.fd
-        if lock_fd is None or (exclusive and not self._lock_file.writable):
+        lock_file = self._lock_file
+        lock_fd = lock_file.fd
+        if lock_fd is None or (exclusive and not lock_file.writable):
             lock_fd = self._lock_fd(exclusive)
         else:
             self.last_used = _tick()
@@ -415,21 +427,17 @@ class ProcessLock:
                     return False
             # The last holder let go meanwhile: the lock is free to try (it
             # stays NONE, only the gate-mutex holder moves it away).
-        # The uncontended path (``_no_writer_waits`` inlined).
-        intent = self._intent
+        intent = self._intent  # ``_no_writer_waits``, inlined
         if intent is not None:
             if intent[0]:
                 return False
         elif self._gate_file.fd is not None:
             return False
-        return self._try_lock_file(lock_fd, exclusive, thread)
-
-    def _try_lock_file(self, lock_fd: int, exclusive: bool, thread: int) -> bool:
-        """Try the lock file without waiting; record the hold if granted."""
         try:
-            if not _oslock.try_lock(lock_fd, exclusive):
-                return False
+            _oslock.flock(lock_fd, _oslock.TRY_LOCK[exclusive])
             self._record(exclusive, thread)
+        except BlockingIOError:
+            return False
         except BaseException:
             # A KeyboardInterrupt can land between the flock and the
             # bookkeeping; unrecorded, the OS lock would be held by nobody.
@@ -444,7 +452,7 @@ class ProcessLock:
         lock_fd = self._lock_fd(exclusive)
         if self._os_mode != NONE and self._admit(exclusive, deadline, thread):
             return
-        if self._no_writer_waits() and self._try_lock_file(lock_fd, exclusive, thread):
+        if self._acquire_at_once(exclusive, thread):
             return
         self._queue_at_gate(lock_fd, exclusive, deadline, thread)
 
@@ -581,18 +589,19 @@ class ProcessLock:
             interval = min(interval * 2, _MAX_POLL)
 
     def _record(self, exclusive: bool, thread: int) -> None:
-        # No other thread of the process holds the lock, but other threads
-        # read the bookkeeping (holders(), the slow-wait watchdog, a timeout
-        # message): iterating ``_readers`` while it grows raises
+        if exclusive:
+            # Plain assignments: other threads only read them, and none may
+            # move the OS state but the gate-mutex holder (this thread).
+            self._writer = thread
+            self._depth = 1
+            self._os_mode = EXCLUSIVE
+            return
+        # Other threads iterate ``_readers`` (holders(), the slow-wait
+        # watchdog, a timeout message): growing it under them raises
         # "dictionary changed size during iteration".
         with self._cond_lock:
-            if exclusive:
-                self._depth = 1
-                self._writer = thread
-                self._os_mode = EXCLUSIVE
-            else:
-                self._readers[thread] = 1
-                self._os_mode = SHARED
+            self._readers[thread] = 1
+            self._os_mode = SHARED
 
     # -- release -----------------------------------------------------------------
 
@@ -602,19 +611,38 @@ class ProcessLock:
             if self._depth > 1:
                 self._depth -= 1
                 return
-        else:
-            count = self._readers[thread]
-            if count > 1:
-                self._readers[thread] = count - 1
-                return
+            # The last hold of the only holder: no other thread may touch the
+            # descriptor until ``_writer`` is cleared, so the unlock (the
+            # moment a waiter in another process is let in) comes first,
+            # before any bookkeeping.
+            fd = self._lock_file.fd
+            try:
+                if fd is not None:
+                    _oslock.flock(fd, _oslock.UNLOCK)
+            except BaseException:
+                # An interrupt may land before the flock call: unlocking
+                # twice is harmless, an OS lock left held is not.
+                if fd is not None:
+                    _oslock.flock(fd, _oslock.UNLOCK)
+                raise
+            finally:
+                with self._cond_lock:
+                    self._depth = 0
+                    self._writer = None
+                    self._os_mode = NONE
+                    if self._admitting:
+                        self._cond.notify()
+            return
+        count = self._readers[thread]
+        if count > 1:
+            self._readers[thread] = count - 1
+            return
         with self._cond_lock:
-            if self._writer == thread:
-                self._depth = 0
-                self._writer = None
-            else:
-                del self._readers[thread]
-                if self._readers:
-                    return
+            del self._readers[thread]
+            if self._readers:
+                return
+            # The last reader unlocks under the condition's lock: a thread
+            # joining meanwhile would hold a lock the kernel has dropped.
             try:
                 self._unlock_os()
             finally:
@@ -633,7 +661,7 @@ class ProcessLock:
         # after NONE must not leave an admitting waiter asleep.
         fd = self._lock_file.fd
         if fd is not None:
-            _oslock.unlock(fd)
+            _oslock.flock(fd, _oslock.UNLOCK)
         if self._admitting:
             self._cond.notify()
         self._os_mode = NONE

@@ -101,7 +101,7 @@ from ._records import CacheInfo, CleanReport, Entry, PruneReport
 from ._timeouts import DEFAULT_TIMEOUT, _DefaultTimeout, _resolve_timeout
 
 if TYPE_CHECKING:
-    from ._cache import CacheTransaction, CacheView, LockRequest, _Space
+    from ._cache import CacheTransaction, CacheView, _Space
 
 __all__ = ["CacheStoreMethods", "TransactionStoreMethods", "ViewStoreMethods"]
 
@@ -143,11 +143,11 @@ class _CacheLike(Protocol):
 
     def reading(
         self, *packages: str, timeout: float | _DefaultTimeout | None = ...
-    ) -> LockRequest[CacheView]: ...
+    ) -> CacheView: ...
 
     def exclusive(
         self, *packages: str, timeout: float | _DefaultTimeout | None = ...
-    ) -> LockRequest[CacheTransaction]: ...
+    ) -> CacheTransaction: ...
 
 
 class _Handle(Protocol):

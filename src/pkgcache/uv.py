@@ -70,7 +70,7 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from ._cache import DEFAULT_TIMEOUT, Cache, CacheTransaction, CacheView, LockRequest
+from ._cache import DEFAULT_TIMEOUT, Cache, CacheTransaction, CacheView
 from ._cache import _DefaultTimeout as _Timeout
 from ._errors import CacheError, InvalidPackageName, UnsafePathError
 from ._holders import Holder
@@ -258,7 +258,7 @@ class UvCache:
 
     def reading(
         self, *packages: str, timeout: float | _Timeout | None = DEFAULT_TIMEOUT
-    ) -> LockRequest[CacheView]:
+    ) -> CacheView:
         """Shared locks: uv's ``.lock``, and each package named.
 
         Blocks ``exclusive()`` of the same packages, :meth:`clean` of them,
@@ -270,7 +270,7 @@ class UvCache:
 
     def exclusive(
         self, *packages: str, timeout: float | _Timeout | None = DEFAULT_TIMEOUT
-    ) -> LockRequest[CacheTransaction]:
+    ) -> CacheTransaction:
         """Exclusive locks on each package named, or on the whole uv cache.
 
         ``exclusive("a")`` holds uv's ``.lock`` shared and ``a`` exclusive:

@@ -66,7 +66,9 @@ def _innermost_python_frame(thread_id: int) -> str:
 
 # Wait point -> predicate over (pkgcache stack innermost first, innermost frame).
 POINTS = {
-    "gate mutex": lambda s, top: s[:1] == ["acquire"] and top == "acquire",
+    "gate mutex": lambda s, top: (
+        s[:1] == ["_acquire_slowly"] and top == "_acquire_slowly"
+    ),
     "admission": lambda s, top: s[:1] == ["_wait_locked"] and top == "wait",
     "behind a writer of another process": lambda s, top: (
         s[:1] == ["_wait_for_writer_of_other_process"] and top == "wait"
@@ -319,13 +321,14 @@ def test_interrupt_between_flock_and_bookkeeping_leaves_no_lock(
     lock = cache._space.package_lock("a")
     root_lock = cache._space.root_lock
     for target in (root_lock, lock):
+        # flock returns (rather than raising BlockingIOError) when granted.
         wrapper = _InterruptAfter(
-            _oslock.try_lock,
-            lambda granted, fd, _, target=target: (
-                granted and fd == target._lock_file.fd
+            _oslock.flock,
+            lambda _, fd, operation, target=target: (
+                operation in _oslock.TRY_LOCK and fd == target._lock_file.fd
             ),
         )
-        monkeypatch.setattr(_oslock, "try_lock", wrapper)
+        monkeypatch.setattr(_oslock, "flock", wrapper)
         with pytest.raises(KeyboardInterrupt):
             with request("a"):
                 pytest.fail("granted despite the interrupt")
@@ -356,11 +359,13 @@ def test_interrupt_right_after_unlock_leaves_a_consistent_lock(
     root = tmp_path / "cache"
     cache = pkgcache.Cache(root)
     request = cache.exclusive if mode == "x" else cache.reading
-    wrapper = _InterruptAfter(_oslock.unlock)
+    wrapper = _InterruptAfter(
+        _oslock.flock, lambda _, fd, operation: operation == _oslock.UNLOCK
+    )
     held = request("a")
     held.__enter__()
     lock = cache._space.package_lock("a")
-    monkeypatch.setattr(_oslock, "unlock", wrapper)
+    monkeypatch.setattr(_oslock, "flock", wrapper)
     with pytest.raises(KeyboardInterrupt):
         held.__exit__(None, None, None)
     monkeypatch.undo()
