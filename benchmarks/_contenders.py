@@ -50,10 +50,13 @@ class PkgcacheLock:
         self._request: Any = None
 
     def acquire(self) -> None:
-        if self._exclusive:
-            request: Any = self._cache.exclusive(*self._packages, timeout=self._timeout)
-        else:
-            request = self._cache.reading(*self._packages, timeout=self._timeout)
+        # As a user writes it: ``timeout=`` only when there is one.
+        take = self._cache.exclusive if self._exclusive else self._cache.reading
+        request: Any = (
+            take(*self._packages)
+            if self._timeout is None
+            else take(*self._packages, timeout=self._timeout)
+        )
         request.__enter__()
         self._request = request
 

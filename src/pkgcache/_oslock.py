@@ -35,6 +35,7 @@ import sys
 from ._errors import CacheError, CachePermissionError, UnsafePathError
 
 __all__ = [
+    "LOCK",
     "TRY_LOCK",
     "UNLOCK",
     "close",
@@ -227,7 +228,8 @@ if sys.platform != "win32":
     flock = fcntl.flock
     #: ``TRY_LOCK[exclusive]``: the operation that takes the lock at once or fails.
     TRY_LOCK = (fcntl.LOCK_SH | fcntl.LOCK_NB, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    _LOCK = (fcntl.LOCK_SH, fcntl.LOCK_EX)
+    #: ``LOCK[exclusive]``: the operation that waits for the lock in the kernel.
+    LOCK = (fcntl.LOCK_SH, fcntl.LOCK_EX)
     UNLOCK = fcntl.LOCK_UN
 
 else:  # pragma: no cover - exercised on Windows only
@@ -235,7 +237,7 @@ else:  # pragma: no cover - exercised on Windows only
 
     _SH, _EX, _NB, UNLOCK = 1, 2, 4, 8  # the values fcntl uses
     TRY_LOCK = (_SH | _NB, _EX | _NB)
-    _LOCK = (_SH, _EX)
+    LOCK = (_SH, _EX)
 
     def flock(fd: int, operation: int) -> None:
         """``flock(2)`` on top of ``LockFileEx``, through portalocker."""
@@ -266,7 +268,7 @@ def try_lock(fd: int, exclusive: bool) -> bool:
 
 def lock(fd: int, exclusive: bool) -> None:
     """Wait for the lock without a deadline (the kernel wakes us)."""
-    flock(fd, _LOCK[exclusive])
+    flock(fd, LOCK[exclusive])
 
 
 def unlock(fd: int) -> None:

@@ -297,8 +297,26 @@ class ProcessLock:
                 )
             self._readers[thread] = count + 1
             return
-        if not exclusive and self._os_mode == SHARED and self._join_shared(thread):
-            return
+        if not exclusive and self._os_mode == SHARED:
+            # Join this process's shared OS lock: no system call, and only the
+            # condition's lock (which the last reader's release also holds),
+            # not the gate mutex. Taking the gate mutex here made threads that
+            # merely join queue behind a thread doing a system call under it:
+            # sixteen threads on distinct packages, all joining the root lock,
+            # fell into a convoy at two thirds of raw flock's throughput. A
+            # writer waiting in this process (``_writers_waiting``) or in
+            # another (the intent byte) is not overtaken: the reader then
+            # takes the slow path and queues.
+            with self._cond_lock:
+                if self._os_mode == SHARED and not self._writers_waiting:
+                    intent = self._intent  # ``_no_writer_waits``, written out
+                    if (
+                        not intent[0]
+                        if intent is not None
+                        else self._gate_file.fd is None
+                    ):
+                        self._readers[thread] = 1
+                        return
         mutex = self._gate_mutex
         if mutex.acquire(False):
             try:
@@ -325,7 +343,7 @@ class ProcessLock:
         mutex = self._gate_mutex
         if exclusive:
             # Readers of this process stop joining the shared hold (see
-            # ``_join_shared``) until this writer is served or gives up.
+            # ``acquire``) until this writer is served or gives up.
             with self._cond_lock:
                 self._writers_waiting += 1
         try:
@@ -343,26 +361,6 @@ class ProcessLock:
             if exclusive:
                 with self._cond_lock:
                     self._writers_waiting -= 1
-
-    def _join_shared(self, thread: int) -> bool:
-        """Join this process's shared OS lock without the gate mutex.
-
-        Joining changes no OS state, so it needs only the condition's lock
-        (which the last reader's release also holds). Taking the gate mutex
-        here made threads that merely join queue behind a thread doing a
-        system call under it: sixteen threads on distinct packages, all
-        joining the root lock, fell into a convoy at two thirds of raw
-        flock's throughput. A writer waiting in this process
-        (``_writers_waiting``) or in another (the intent byte) is not
-        overtaken: the reader then takes the slow path and queues.
-        """
-        with self._cond_lock:
-            if self._os_mode == SHARED and not self._writers_waiting:
-                intent = self._intent  # ``_no_writer_waits``, inlined
-                if not intent[0] if intent is not None else self._gate_file.fd is None:
-                    self._readers[thread] = 1
-                    return True
-        return False
 
     def _mutex_unless_queued(self) -> bool:
         """For a try-lock: take the gate mutex unless its holder is blocked.
@@ -556,7 +554,7 @@ class ProcessLock:
         finally:
             # Only the gate-mutex holder uses this descriptor: unlocking is
             # safe even if an interrupt came before the gate was granted.
-            _oslock.unlock(gate_fd)
+            _oslock.flock(gate_fd, _oslock.UNLOCK)
 
     def _take_lock_file(
         self, lock_fd: int, exclusive: bool, deadline: float | None, thread: int
@@ -576,7 +574,7 @@ class ProcessLock:
             return
         self._queued = True
         if deadline is None:
-            _oslock.lock(fd, exclusive)
+            _oslock.flock(fd, _oslock.LOCK[exclusive])
             return
         interval = _FIRST_POLL
         while True:
@@ -611,60 +609,42 @@ class ProcessLock:
             if self._depth > 1:
                 self._depth -= 1
                 return
-            # The last hold of the only holder: no other thread may touch the
-            # descriptor until ``_writer`` is cleared, so the unlock (the
-            # moment a waiter in another process is let in) comes first,
-            # before any bookkeeping.
+        else:
+            count = self._readers[thread]
+            if count > 1:
+                self._readers[thread] = count - 1
+                return
+        with self._cond_lock:
+            if self._writer == thread:
+                self._depth = 0
+                self._writer = None
+            else:
+                del self._readers[thread]
+                if self._readers:
+                    return
+            # The last holder of the process unlocks under the condition's
+            # lock: a reader joining meanwhile would hold a lock the kernel
+            # has dropped. Unlock before saying NONE: a thread that sees NONE
+            # may take the OS lock through the same descriptor at once.
             fd = self._lock_file.fd
             try:
                 if fd is not None:
                     _oslock.flock(fd, _oslock.UNLOCK)
             except BaseException:
-                # An interrupt may land before the flock call: unlocking
-                # twice is harmless, an OS lock left held is not.
+                # A KeyboardInterrupt may land before the flock call; a mode
+                # left SHARED let later readers "join" a hold the kernel had
+                # already dropped, and a lock left held is held by nobody.
+                # Unlocking twice is harmless.
                 if fd is not None:
                     _oslock.flock(fd, _oslock.UNLOCK)
                 raise
             finally:
-                with self._cond_lock:
-                    self._depth = 0
-                    self._writer = None
-                    self._os_mode = NONE
-                    if self._admitting:
-                        self._cond.notify()
-            return
-        count = self._readers[thread]
-        if count > 1:
-            self._readers[thread] = count - 1
-            return
-        with self._cond_lock:
-            del self._readers[thread]
-            if self._readers:
-                return
-            # The last reader unlocks under the condition's lock: a thread
-            # joining meanwhile would hold a lock the kernel has dropped.
-            try:
-                self._unlock_os()
-            finally:
-                # A KeyboardInterrupt may cut the unlock short, even before
-                # the flock call; a mode left SHARED let later readers "join"
-                # a hold the kernel had already dropped. While the mode is not
-                # NONE no other thread touches the descriptor, so unlocking
-                # again is safe.
-                if self._os_mode != NONE:
-                    self._unlock_os()
-
-    def _unlock_os(self) -> None:
-        # Unlock before saying NONE: a thread that sees NONE may take the OS
-        # lock through the same descriptor at once. Notify before too (the
-        # waiter runs only once we let go of the condition): an interrupt
-        # after NONE must not leave an admitting waiter asleep.
-        fd = self._lock_file.fd
-        if fd is not None:
-            _oslock.flock(fd, _oslock.UNLOCK)
-        if self._admitting:
-            self._cond.notify()
-        self._os_mode = NONE
+                # Notify before NONE (the waiter runs only once we let go of
+                # the condition): an interrupt after NONE must not leave an
+                # admitting waiter asleep.
+                if self._admitting:
+                    self._cond.notify()
+                self._os_mode = NONE
 
     # -- descriptors and fork ------------------------------------------------------
 

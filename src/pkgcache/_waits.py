@@ -88,18 +88,22 @@ _watchdog = _Watchdog()
 class SlowWait:
     """Wraps one contended OS wait: logs it, and reports it if it lasts."""
 
-    __slots__ = ("done", "gate", "lock", "mode", "start")
+    __slots__ = ("debug", "done", "gate", "lock", "mode", "start")
 
     def __init__(self, lock: ProcessLock, mode: int, *, gate: bool = False) -> None:
         self.lock = lock
         self.mode = mode
         self.gate = gate
         self.done = False
+        self.debug = False
         self.start = 0.0
 
     def __enter__(self) -> SlowWait:
         self.start = time.monotonic()
-        if logger.isEnabledFor(logging.DEBUG):
+        # Asked once: the exit runs on the hand-over path, where every step
+        # of a thread just woken up counts.
+        self.debug = logger.isEnabledFor(logging.DEBUG)
+        if self.debug:
             logger.debug(
                 "waiting for %s lock on %s%s",
                 _MODE_NAMES[self.mode],
@@ -116,7 +120,7 @@ class SlowWait:
         tb: TracebackType | None,
     ) -> None:
         self.done = True
-        if logger.isEnabledFor(logging.DEBUG):
+        if self.debug:
             logger.debug(
                 "%s %s lock on %s after waiting %.6f s",
                 "got" if exc_type is None else "gave up on",
