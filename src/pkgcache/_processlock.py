@@ -150,6 +150,13 @@ class LockDir:
     def __init__(self, path: str, fd: int | None) -> None:
         self.path = path
         self.fd = fd
+        #: Whether calls that cannot block may keep the interpreter lock
+        #: (see :mod:`pkgcache._oslock`): a local file system.
+        self.quick = (
+            fd is not None
+            and _oslock.HAVE_QUICK_FLOCK
+            and _oslock.is_local_file_system(fd)
+        )
 
     def display(self, name: str) -> str:
         """The path of ``name`` in this folder, for messages."""
@@ -214,6 +221,7 @@ class ProcessLock:
         self.package = package
         self._lock_file = lock_file
         self._gate_file = gate_file
+        self._quick = lock_file.directory.quick
         self._intent: mmap.mmap | None = None
         self._reset()
 
@@ -431,8 +439,17 @@ class ProcessLock:
                 return False
         elif self._gate_file.fd is not None:
             return False
+        operation = _oslock.TRY_LOCK[exclusive]
         try:
-            _oslock.flock(lock_fd, _oslock.TRY_LOCK[exclusive])
+            if self._quick and _oslock.other_threads():
+                # Keep the interpreter lock through a call that cannot block
+                # (see pkgcache._oslock): no hand-over to another thread.
+                if _oslock.quick_flock(
+                    lock_fd, operation
+                ) and not _oslock.quick_flock_failed(lock_fd, operation):
+                    return False
+            else:
+                _oslock.flock(lock_fd, operation)
             self._record(exclusive, thread)
         except BlockingIOError:
             return False
@@ -628,7 +645,13 @@ class ProcessLock:
             # may take the OS lock through the same descriptor at once.
             fd = self._lock_file.fd
             try:
-                if fd is not None:
+                if fd is None:
+                    pass
+                elif self._quick and _oslock.other_threads():
+                    # As in ``_acquire_at_once``: an unlock cannot block.
+                    if _oslock.quick_flock(fd, _oslock.UNLOCK):
+                        _oslock.quick_flock_failed(fd, _oslock.UNLOCK)
+                else:
                     _oslock.flock(fd, _oslock.UNLOCK)
             except BaseException:
                 # A KeyboardInterrupt may land before the flock call; a mode

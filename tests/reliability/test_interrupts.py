@@ -307,11 +307,28 @@ def _kernel_modes(lock) -> set[str]:
     }
 
 
+def _system_call(monkeypatch, cache, call: str) -> str:
+    """Make the locks of ``cache`` use ``call`` for calls that cannot block.
+
+    ``flock`` releases the interpreter lock; ``quick_flock`` keeps it and is
+    used only while other threads run (see pkgcache._oslock). Returns the
+    name of the ``_oslock`` function to wrap.
+    """
+    if call == "quick_flock":
+        if not (_oslock.HAVE_QUICK_FLOCK and cache._space.locks_dir.quick):
+            pytest.skip("no quick flock for this file system")
+        monkeypatch.setattr(_oslock, "other_threads", lambda: 1)
+    else:
+        monkeypatch.setattr(_oslock, "other_threads", lambda: 0)
+    return call
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/locks")
+@pytest.mark.parametrize("call", ["flock", "quick_flock"])
 @pytest.mark.parametrize("mode", ["r", "x"])
 def test_interrupt_between_flock_and_bookkeeping_leaves_no_lock(
-    tmp_path, monkeypatch, mode
+    tmp_path, monkeypatch, mode, call
 ):
     root = tmp_path / "cache"
     cache = pkgcache.Cache(root)
@@ -320,15 +337,18 @@ def test_interrupt_between_flock_and_bookkeeping_leaves_no_lock(
         pass  # the files exist and are open
     lock = cache._space.package_lock("a")
     root_lock = cache._space.root_lock
+    name = _system_call(monkeypatch, cache, call)
     for target in (root_lock, lock):
-        # flock returns (rather than raising BlockingIOError) when granted.
+        # Granted: flock returns None (it raises when busy), quick_flock 0.
         wrapper = _InterruptAfter(
-            _oslock.flock,
-            lambda _, fd, operation, target=target: (
-                operation in _oslock.TRY_LOCK and fd == target._lock_file.fd
+            getattr(_oslock, name),
+            lambda result, fd, operation, target=target: (
+                result in (None, 0)
+                and operation in _oslock.TRY_LOCK
+                and fd == target._lock_file.fd
             ),
         )
-        monkeypatch.setattr(_oslock, "flock", wrapper)
+        monkeypatch.setattr(_oslock, name, wrapper)
         with pytest.raises(KeyboardInterrupt):
             with request("a"):
                 pytest.fail("granted despite the interrupt")
@@ -347,9 +367,10 @@ def test_interrupt_between_flock_and_bookkeeping_leaves_no_lock(
 
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/locks")
+@pytest.mark.parametrize("call", ["flock", "quick_flock"])
 @pytest.mark.parametrize("mode", ["r", "x"])
 def test_interrupt_right_after_unlock_leaves_a_consistent_lock(
-    tmp_path, monkeypatch, mode
+    tmp_path, monkeypatch, mode, call
 ):
     """Regression: the mode stayed SHARED after the kernel lock was dropped.
 
@@ -359,13 +380,14 @@ def test_interrupt_right_after_unlock_leaves_a_consistent_lock(
     root = tmp_path / "cache"
     cache = pkgcache.Cache(root)
     request = cache.exclusive if mode == "x" else cache.reading
-    wrapper = _InterruptAfter(
-        _oslock.flock, lambda _, fd, operation: operation == _oslock.UNLOCK
-    )
     held = request("a")
     held.__enter__()
     lock = cache._space.package_lock("a")
-    monkeypatch.setattr(_oslock, "flock", wrapper)
+    name = _system_call(monkeypatch, cache, call)
+    wrapper = _InterruptAfter(
+        getattr(_oslock, name), lambda _, fd, operation: operation == _oslock.UNLOCK
+    )
+    monkeypatch.setattr(_oslock, name, wrapper)
     with pytest.raises(KeyboardInterrupt):
         held.__exit__(None, None, None)
     monkeypatch.undo()
