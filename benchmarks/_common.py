@@ -35,9 +35,11 @@ class Scale:
     readers: int
     writer_run: float
     starve_cap: float
-    # hand-over: samples for blocking contenders, and for polling ones
+    # hand-over: samples for blocking contenders, and for polling ones, per
+    # round; interleaved rounds of the blocking contenders (pooled)
     samples: int
     polling_samples: int
+    handover_rounds: int
     # fairness: workers and seconds
     fair_workers: int
     fair_duration: float
@@ -56,6 +58,7 @@ SCALES = {
         starve_cap=10.0,
         samples=300,
         polling_samples=24,
+        handover_rounds=5,
         fair_workers=16,
         fair_duration=4.0,
     ),
@@ -71,6 +74,7 @@ SCALES = {
         starve_cap=3.0,
         samples=80,
         polling_samples=6,
+        handover_rounds=1,
         fair_workers=16,
         fair_duration=1.5,
     ),
@@ -87,6 +91,7 @@ SCALES = {
         starve_cap=0.5,
         samples=3,
         polling_samples=1,
+        handover_rounds=2,
         fair_workers=2,
         fair_duration=0.1,
     ),
