@@ -1,3 +1,32 @@
-"""Test-suite configuration: ``pytester`` runs the pytest plugin's tests."""
+"""Test-suite configuration and the fixtures several modules share.
+
+``pytester`` runs the pytest plugin's tests. ``cache`` and ``src`` serve the
+store tests; lock-test modules define their own ``cache`` (without a
+timeout), which takes precedence there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pkgcache import Cache
 
 pytest_plugins = ["pytester"]
+
+WAIT = 30.0
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Cache:
+    """A cache in a fresh folder, whose waits give up after ``WAIT`` seconds."""
+    return Cache(tmp_path / "cache", timeout=WAIT)
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    """An empty folder for the files a test adds to the store."""
+    folder = tmp_path / "src"
+    folder.mkdir()
+    return folder

@@ -137,9 +137,19 @@ def test_waiting_writer_queues_later_readers_of_other_processes(tmp_path):
         late_reader.close()
 
 
-def _wait_until_waiting(cache, package):
+def _wait_until_waiting(cache, package=None):
+    """Watch ``Cache.holders`` until this process queues for ``package``.
+
+    ``None`` stands for the whole-cache lock. The kernel's lock table is the
+    only witness that a thread blocks in flock, so it is polled, with a
+    deadline.
+    """
+    names = (package,) if package else ()
     deadline = time.monotonic() + WAIT
-    while not any(h.waiting and h.pid == os.getpid() for h in cache.holders(package)):
+    while not any(
+        h.waiting and h.pid == os.getpid() and h.package == package
+        for h in cache.holders(*names)
+    ):
         assert time.monotonic() < deadline, "the waiter never queued"
         time.sleep(0.002)
 
@@ -212,11 +222,7 @@ def test_keyboard_interrupt_during_a_cross_process_wait(
         wanted_mode, wanted_pkg = wanted
         request = cache.exclusive if wanted_mode == "x" else cache.reading
         probe = wanted_pkg if held_pkg else None
-        if probe:
-            waiting = lambda: _wait_until_waiting(cache, probe)  # noqa: E731
-        else:
-            waiting = lambda: _wait_until_waiting_root(cache)  # noqa: E731
-        with _interrupting_main_when(waiting):
+        with _interrupting_main_when(lambda: _wait_until_waiting(cache, probe)):
             # "a" is taken first, then the wait for "b" is interrupted.
             with request("a", wanted_pkg, timeout=timeout):
                 pass
@@ -226,16 +232,6 @@ def test_keyboard_interrupt_during_a_cross_process_wait(
         assert server.call("try", "x", [], 0) is True
     finally:
         server.close()
-
-
-def _wait_until_waiting_root(cache):
-    deadline = time.monotonic() + WAIT
-    while not any(
-        h.waiting and h.pid == os.getpid() and h.package is None
-        for h in cache.holders()
-    ):
-        assert time.monotonic() < deadline, "the waiter never queued"
-        time.sleep(0.002)
 
 
 @pytest.mark.timeout(60)

@@ -23,18 +23,6 @@ WAIT = 30.0
 PKG = "setuptools-scm"
 
 
-@pytest.fixture
-def cache(tmp_path: Path) -> Cache:
-    return Cache(tmp_path / "cache", timeout=WAIT)
-
-
-@pytest.fixture
-def src(tmp_path: Path) -> Path:
-    folder = tmp_path / "src"
-    folder.mkdir()
-    return folder
-
-
 def artifact(folder: Path, name: str, data: bytes | None = None) -> Path:
     """A file with that name (content does not matter to the store)."""
     path = folder / name

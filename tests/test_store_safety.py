@@ -23,18 +23,6 @@ PKG = "setuptools-scm"
 
 
 @pytest.fixture
-def cache(tmp_path: Path) -> Cache:
-    return Cache(tmp_path / "cache", timeout=WAIT)
-
-
-@pytest.fixture
-def src(tmp_path: Path) -> Path:
-    folder = tmp_path / "src"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
 def outside(tmp_path: Path) -> Path:
     """A folder outside the cache with a file that must never change."""
     folder = tmp_path / "outside"
