@@ -12,7 +12,7 @@ import time
 import pytest
 
 import pkgcache
-from pkgcache import _cache
+from pkgcache import _cache, _processlock
 from tests.helpers import (
     SPAWN,
     WAIT,
@@ -137,17 +137,18 @@ def test_waiting_writer_queues_later_readers_of_other_processes(tmp_path):
         late_reader.close()
 
 
-def _wait_until_waiting(cache, package=None):
-    """Watch ``Cache.holders`` until this process queues for ``package``.
+def _wait_until_waiting(cache, package=None, pid=None):
+    """Watch ``Cache.holders`` until process ``pid`` queues for ``package``.
 
-    ``None`` stands for the whole-cache lock. The kernel's lock table is the
-    only witness that a thread blocks in flock, so it is polled, with a
-    deadline.
+    ``None`` stands for the whole-cache lock, and for this process. The
+    kernel's lock table is the only witness that a thread blocks in flock,
+    so it is polled, with a deadline.
     """
     names = (package,) if package else ()
+    pid = os.getpid() if pid is None else pid
     deadline = time.monotonic() + WAIT
     while not any(
-        h.waiting and h.pid == os.getpid() and h.package == package
+        h.waiting and h.pid == pid and h.package == package
         for h in cache.holders(*names)
     ):
         assert time.monotonic() < deadline, "the waiter never queued"
@@ -401,3 +402,31 @@ def test_keyboard_interrupt_while_queued_behind_another_process_writer(
         assert writer.call("try", "x", [], 0) is True
     finally:
         writer.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_release_yields_the_processor_to_a_waiting_writer_of_another_process(
+    tmp_path, monkeypatch
+):
+    yields: list[str] = []
+    monkeypatch.setattr(_processlock, "_sched_yield", lambda: yields.append("y"))
+    root = tmp_path / "cache"
+    cache = pkgcache.Cache(root)
+    with cache.exclusive("a"):
+        pass
+    assert yields == [], "nobody waited: no reason to yield"
+    server = LockServer(str(root))
+    try:
+        pid = server.call("pid")
+        block = cache.exclusive("a")
+        block.__enter__()
+        server.conn.send(("try", "x", ["a"], WAIT))
+        _wait_until_waiting(cache, "a", pid)  # the writer queues: intent set
+        assert (root / "locks" / "a.gate").read_bytes()[:1] == b"\x01"
+        block.__exit__(None, None, None)
+        assert server.conn.poll(WAIT)
+        assert server.conn.recv() is True
+        # Once, for the package lock; nobody waited for the root lock.
+        assert yields == ["y"]
+    finally:
+        server.close()
