@@ -43,10 +43,10 @@ def test_writer_is_not_starved_by_overlapping_reader_processes(tmp_path):
     try:
         start.set()
         # Wait (on a real condition, with a deadline) until readers hold "a".
-        deadline = time.monotonic() + WAIT
-        while not [h for h in cache.holders("a") if not h.waiting]:
-            assert time.monotonic() < deadline, "readers never started"
-            time.sleep(0.005)
+        _eventually(
+            lambda: [h for h in cache.holders("a") if not h.waiting],
+            "readers never started",
+        )
         for _ in range(5):
             # Generous bound: the writer must get in, not within a given time.
             with cache.exclusive("a", timeout=WAIT):
@@ -121,10 +121,7 @@ def test_waiting_writer_queues_later_readers_of_other_processes(tmp_path):
         w.start()
         assert writer_waiting.wait(WAIT)
         # Wait until the kernel shows the writer queued (it holds the gate).
-        deadline = time.monotonic() + WAIT
-        while not any(h.waiting and h.pid == os.getpid() for h in cache.holders("a")):
-            assert time.monotonic() < deadline
-            time.sleep(0.002)
+        _wait_until_waiting(cache, "a")
         # A new reader does not overtake the queued writer...
         assert late_reader.call("try", "r", ["a"], 0.2) != True  # noqa: E712
         first_reader.release()
@@ -137,22 +134,33 @@ def test_waiting_writer_queues_later_readers_of_other_processes(tmp_path):
         late_reader.close()
 
 
-def _wait_until_waiting(cache, package=None, pid=None):
-    """Watch ``Cache.holders`` until process ``pid`` queues for ``package``.
+def _eventually(condition, failure):
+    """Poll ``condition`` until it holds; fail with ``failure`` after ``WAIT`` s.
 
-    ``None`` stands for the whole-cache lock, and for this process. The
-    kernel's lock table is the only witness that a thread blocks in flock,
-    so it is polled, with a deadline.
+    For states nothing signals (the kernel's lock table, another thread's
+    position in a wait): the poll watches a real condition, with a deadline.
+    """
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.002)
+
+
+def _wait_until_waiting(cache, package=None, pid=None):
+    """Until process ``pid`` (default: this one) queues for ``package``.
+
+    ``None`` stands for the whole-cache lock. The kernel's lock table is the
+    only witness that a thread blocks in flock.
     """
     names = (package,) if package else ()
     pid = os.getpid() if pid is None else pid
-    deadline = time.monotonic() + WAIT
-    while not any(
-        h.waiting and h.pid == pid and h.package == package
-        for h in cache.holders(*names)
-    ):
-        assert time.monotonic() < deadline, "the waiter never queued"
-        time.sleep(0.002)
+    _eventually(
+        lambda: any(
+            h.waiting and h.pid == pid and h.package == package
+            for h in cache.holders(*names)
+        ),
+        f"pid {pid} never queued for {package or 'the whole cache'}",
+    )
 
 
 @contextlib.contextmanager
@@ -253,10 +261,7 @@ def test_keyboard_interrupt_during_an_in_process_wait(tmp_path, timeout):
     lock = cache._space.package_lock("a")
 
     def main_is_admitting():
-        deadline = time.monotonic() + WAIT
-        while not lock._admitting:
-            assert time.monotonic() < deadline
-            time.sleep(0.001)
+        _eventually(lambda: lock._admitting, "the main thread never waited")
 
     with _interrupting_main_when(main_is_admitting):
         with cache.exclusive("a", timeout=timeout):
@@ -292,14 +297,6 @@ def _reader_thread(cache, package):
         thread.join(WAIT)
 
 
-def _wait_for_waiter(cache, package, pid):
-    """Poll (a real condition, with a deadline) until ``pid`` queues for the lock."""
-    deadline = time.monotonic() + WAIT
-    while not any(h.waiting and h.pid == pid for h in cache.holders(package)):
-        assert time.monotonic() < deadline, f"pid {pid} never queued for {package}"
-        time.sleep(0.002)
-
-
 @pytest.mark.timeout(90)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/locks")
 def test_reader_joins_its_process_once_the_other_process_writer_gives_up(tmp_path):
@@ -315,7 +312,7 @@ def test_reader_joins_its_process_once_the_other_process_writer_gives_up(tmp_pat
                 target=lambda: outcome.append(writer.call("try", "x", ["a"], 0.5))
             )
             w.start()
-            _wait_for_waiter(cache, "a", writer_pid)
+            _wait_until_waiting(cache, "a", writer_pid)
             late = Contender(cache, "r", ("a",))  # queues behind the writer
             w.join(WAIT)
             assert isinstance(outcome[0], str)  # the writer timed out
@@ -341,7 +338,7 @@ def test_intent_byte_left_by_a_killed_writer_stalls_nobody(tmp_path):
         )
         proc.start()
         try:
-            _wait_for_waiter(cache, "a", proc.pid)
+            _wait_until_waiting(cache, "a", proc.pid)
             assert gate.read_bytes() == b"\x01"  # the writer announced itself
             os.kill(proc.pid, signal.SIGKILL)
             proc.join(WAIT)
@@ -379,14 +376,14 @@ def test_keyboard_interrupt_while_queued_behind_another_process_writer(
                 target=lambda: outcome.append(writer.call("try", "x", ["a"], WAIT))
             )
             w.start()
-            _wait_for_waiter(cache, "a", writer_pid)
+            _wait_until_waiting(cache, "a", writer_pid)
             lock = cache._space.package_lock("a")
 
             def main_is_queued():
-                deadline = time.monotonic() + WAIT
-                while not (lock._admitting and lock._queued):
-                    assert time.monotonic() < deadline
-                    time.sleep(0.001)
+                _eventually(
+                    lambda: lock._admitting and lock._queued,
+                    "the main thread never queued",
+                )
 
             with _interrupting_main_when(main_is_queued):
                 with cache.reading("a", timeout=timeout):

@@ -685,22 +685,11 @@ class Cache(CacheStoreMethods):
                             "deadlock. Take all the locks in one call, or "
                             "release the later ones first"
                         ) from None
-                    raise LockTimeout(
-                        root=str(self._root),
-                        package=lock.package,
-                        mode=MODE_NAMES[EXCLUSIVE if lock_exclusive else SHARED],
-                        waited=time.monotonic() - start,
-                        holders=holders_of([lock]),
-                    ) from None
+                    raise self._timed_out(lock, lock_exclusive, start) from None
                 taken.append(lock)
             held += taken
             if debug:
-                logger.debug(
-                    "acquired %s %s after %.6f s",
-                    "exclusive" if exclusive else "shared",
-                    ", ".join(lock.what for lock in taken),
-                    time.monotonic() - start,
-                )
+                _log_acquired(exclusive, taken, start)
         except (LockOrderError, LockTimeout):
             raise
         except BaseException:
@@ -741,12 +730,7 @@ class Cache(CacheStoreMethods):
                 )
             held += locks
             if debug:
-                logger.debug(
-                    "acquired %s %s after %.6f s",
-                    "exclusive" if exclusive else "shared",
-                    ", ".join(each.what for each in locks),
-                    time.monotonic() - start,
-                )
+                _log_acquired(exclusive, locks, start)
         except BaseException as exc:
             del held[:]
             for each in reversed(locks):
@@ -756,15 +740,21 @@ class Cache(CacheStoreMethods):
                 # Only a deadline expires, so ``start`` was taken; ``lock``
                 # is the one that was busy.
                 lock_exclusive = root_exclusive if lock is root else exclusive
-                raise LockTimeout(
-                    root=str(self._root),
-                    package=lock.package,
-                    mode=MODE_NAMES[EXCLUSIVE if lock_exclusive else SHARED],
-                    waited=time.monotonic() - start,
-                    holders=holders_of([lock]),
-                ) from None
+                raise self._timed_out(lock, lock_exclusive, start) from None
             raise
         return locks
+
+    def _timed_out(
+        self, lock: ProcessLock, exclusive: bool, start: float
+    ) -> LockTimeout:
+        """The error for a deadline that passed waiting for ``lock``."""
+        return LockTimeout(
+            root=str(self._root),
+            package=lock.package,
+            mode=MODE_NAMES[EXCLUSIVE if exclusive else SHARED],
+            waited=time.monotonic() - start,
+            holders=holders_of([lock]),
+        )
 
     @staticmethod
     def _undo(
@@ -818,6 +808,15 @@ class Cache(CacheStoreMethods):
         if package is None:
             return Path(self._real_root, ROOT_LOCK)
         return Path(self._locks_path, f"{_canonical(package)}.lock")
+
+
+def _log_acquired(exclusive: bool, locks: Sequence[ProcessLock], start: float) -> None:
+    logger.debug(
+        "acquired %s %s after %.6f s",
+        "exclusive" if exclusive else "shared",
+        ", ".join(lock.what for lock in locks),
+        time.monotonic() - start,
+    )
 
 
 def _describe_later(held: Iterable[ProcessLock], lock: ProcessLock) -> str:

@@ -59,7 +59,6 @@ __all__ = [
     "close",
     "flock",
     "is_local_file_system",
-    "lock",
     "map_intent_byte",
     "open_directory",
     "open_lock_file",
@@ -279,8 +278,11 @@ else:  # pragma: no cover - exercised on Windows only
             raise BlockingIOError(errno.EWOULDBLOCK, "lock is busy") from exc
 
 
-def _load_quick_flock() -> Callable[[int, int], int] | None:
-    """The C library's ``flock`` through ctypes, keeping the interpreter lock."""
+def _load_quick_flock() -> tuple[Callable[[int, int], int], Callable[[], int]] | None:
+    """The C library's ``flock`` through ctypes, and ctypes' ``get_errno``.
+
+    The function keeps the interpreter lock; ``None`` where either is missing.
+    """
     if sys.platform == "win32":
         return None
     try:
@@ -289,7 +291,7 @@ def _load_quick_flock() -> Callable[[int, int], int] | None:
         function: Callable[[int, int], int] = ctypes.PyDLL(None, use_errno=True).flock
     except (ImportError, OSError, AttributeError):
         return None
-    return function
+    return function, ctypes.get_errno
 
 
 def _quick_flock_missing(fd: int, operation: int) -> int:
@@ -297,14 +299,17 @@ def _quick_flock_missing(fd: int, operation: int) -> int:
     return 0
 
 
-_quick_flock = _load_quick_flock()
+_loaded = _load_quick_flock()
 #: Whether :data:`quick_flock` keeps the interpreter lock on this platform.
-HAVE_QUICK_FLOCK = _quick_flock is not None
+HAVE_QUICK_FLOCK = _loaded is not None
 #: ``quick_flock(fd, operation)`` returns 0, or -1 with ``errno`` set; it never
 #: releases the interpreter lock (where ctypes or the C library's flock is
-#: missing, it is :func:`flock`). Only for calls that cannot block; see the
-#: module docstring.
-quick_flock: Callable[[int, int], int] = _quick_flock or _quick_flock_missing
+#: missing, it is :func:`flock`, which never returns -1). Only for calls that
+#: cannot block; see the module docstring.
+quick_flock: Callable[[int, int], int] = (
+    _loaded[0] if _loaded is not None else _quick_flock_missing
+)
+_get_errno: Callable[[], int] = _loaded[1] if _loaded is not None else lambda: 0
 
 #: How many threads besides the main one this interpreter runs (cheap: C).
 other_threads: Callable[[], int] = getattr(_thread, "_count", lambda: 1)
@@ -318,9 +323,7 @@ def quick_flock_failed(fd: int, operation: int) -> bool:
     through :func:`flock`, which retries an interrupted call and raises
     :class:`OSError` for the rest, so both paths fail alike.
     """
-    import ctypes  # noqa: PLC0415 - loaded already: quick_flock exists
-
-    if ctypes.get_errno() in (errno.EWOULDBLOCK, errno.EAGAIN):
+    if _get_errno() in (errno.EWOULDBLOCK, errno.EAGAIN):
         return False
     flock(fd, operation)
     return True
@@ -377,11 +380,6 @@ def try_lock(fd: int, exclusive: bool) -> bool:
     except BlockingIOError:
         return False
     return True
-
-
-def lock(fd: int, exclusive: bool) -> None:
-    """Wait for the lock without a deadline (the kernel wakes us)."""
-    flock(fd, LOCK[exclusive])
 
 
 def unlock(fd: int) -> None:
