@@ -64,6 +64,24 @@ def lock_server(root: str, conn: multiprocessing.connection.Connection) -> None:
             return
 
 
+def depths(cache: pkgcache.Cache, *packages: str) -> dict[str | None, int]:
+    """How many times the calling thread holds each lock (``None``: the root)."""
+    return {name: cache.statistics(name).depth for name in (None, *packages)}
+
+
+def assert_nothing_held(cache: pkgcache.Cache, *packages: str) -> None:
+    """No thread of this process holds, waits for or moves these locks."""
+    for name in (None, *packages):
+        stats = cache.statistics(name)
+        assert stats.depth == 0, stats
+        assert stats.held is None, stats
+        assert not stats.readers, stats
+        assert stats.writer is None, stats
+        assert not stats.writers_waiting, stats
+        assert not stats.threads_waiting, stats
+        assert not stats.waiting_in_engine, stats
+
+
 class LockServer:
     """Client side of :func:`lock_server`, running in a spawn process."""
 

@@ -18,8 +18,7 @@ import threading
 import pytest
 
 import pkgcache
-from pkgcache import _oslock
-from pkgcache._processlock import LockDir
+from pkgcache import _flock, _oslock
 from tests.helpers import WAIT, LockServer
 
 pytestmark = pytest.mark.skipif(
@@ -118,10 +117,10 @@ def test_with_other_threads_the_quick_path_excludes_other_processes(
     cache = pkgcache.Cache(tmp_path / "cache")
     with cache.reading():
         pass
-    if not cache._space.locks_dir.quick:
+    if not _on_local_file_system(tmp_path):
         pytest.skip("the temporary folder is not on a known local file system")
     counting = _Counting(_oslock.quick_flock)
-    monkeypatch.setattr(_oslock, "quick_flock", counting)
+    monkeypatch.setattr(_flock, "_quick_flock", counting)
     server = LockServer(str(tmp_path / "cache"))
     try:
         with cache.exclusive("a"):
@@ -140,31 +139,39 @@ def test_without_other_threads_or_on_a_network_file_system_flock_is_used(
     tmp_path, monkeypatch
 ):
     counting = _Counting(_oslock.quick_flock)
-    monkeypatch.setattr(_oslock, "quick_flock", counting)
-    monkeypatch.setattr(_oslock, "other_threads", lambda: 0)
+    monkeypatch.setattr(_flock, "_quick_flock", counting)
+    monkeypatch.setattr(_flock, "_other_threads", lambda: 0)
     cache = pkgcache.Cache(tmp_path / "local")
     with cache.exclusive("a"):
         pass
     assert counting.calls == []
 
-    monkeypatch.setattr(_oslock, "other_threads", lambda: 1)
+    monkeypatch.setattr(_flock, "_other_threads", lambda: 1)
     monkeypatch.setattr(_oslock, "is_local_file_system", lambda fd: False)
     remote = pkgcache.Cache(tmp_path / "remote")
     with remote.exclusive("a"):
         pass
-    assert remote._space.locks_dir.quick is False
     assert counting.calls == []
 
 
 def test_a_lock_folder_is_quick_only_with_a_descriptor_on_a_local_system(
     tmp_path, monkeypatch
 ):
-    assert LockDir(str(tmp_path), None).quick is False
+    resources = _flock._Resources()
+    assert _flock.Folder(resources, str(tmp_path), None).quick is False
     fd = os.open(tmp_path, os.O_RDONLY)
     try:
         monkeypatch.setattr(_oslock, "is_local_file_system", lambda fd: True)
-        assert LockDir(str(tmp_path), fd).quick is True
+        assert _flock.Folder(resources, str(tmp_path), fd).quick is True
         monkeypatch.setattr(_oslock, "HAVE_QUICK_FLOCK", False)
-        assert LockDir(str(tmp_path), fd).quick is False
+        assert _flock.Folder(resources, str(tmp_path), fd).quick is False
+    finally:
+        os.close(fd)
+
+
+def _on_local_file_system(path) -> bool:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _oslock.is_local_file_system(fd)
     finally:
         os.close(fd)

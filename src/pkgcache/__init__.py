@@ -23,8 +23,10 @@ from ._errors import (
     StoreWriteError,
     UnsafePathError,
 )
+from ._engine import Mode
 from ._holders import Holder
 from ._names import canonical_name
+from ._processlock import LockStatistics
 from ._records import CacheInfo, CleanReport, Entry, PruneReport
 
 __version__ = "0.1.0"
@@ -47,8 +49,10 @@ __all__ = [
     "InvalidRequirement",
     "LockOrderError",
     "LockRequest",
+    "LockStatistics",
     "LockTimeout",
     "LockUpgradeError",
+    "Mode",
     "NotLockedError",
     "PruneReport",
     "SourceNotFound",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,7 @@ import attrs
 if TYPE_CHECKING:
     from ._processlock import ProcessLock
 
-__all__ = ["Holder", "holders_of"]
+__all__ = ["Holder", "command_of", "file_id", "holders_of", "kernel_locks"]
 
 _PROC_LOCKS = "/proc/locks"
 _MAX_COMMAND = 300
@@ -68,7 +67,7 @@ class Holder:
         return text
 
 
-def _command_of(pid: int) -> str | None:
+def command_of(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             raw = f.read(4096)
@@ -80,7 +79,7 @@ def _command_of(pid: int) -> str | None:
     return text or None
 
 
-def _file_id(path: str) -> str | None:
+def file_id(path: str) -> str | None:
     """The ``major:minor:inode`` form /proc/locks uses (major, minor in hex)."""
     try:
         st = os.stat(path, follow_symlinks=False)
@@ -89,7 +88,7 @@ def _file_id(path: str) -> str | None:
     return f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
 
 
-def _kernel_locks() -> list[tuple[str, int, str, bool]]:
+def kernel_locks() -> list[tuple[str, int, str, bool]]:
     """``(file id, pid, mode, waiting)`` for every flock the kernel lists."""
     if not sys.platform.startswith("linux"):
         return []
@@ -122,58 +121,4 @@ def holders_of(locks: Iterable[ProcessLock]) -> list[Holder]:
 
     Holders come before waiters; this process's holding threads are named.
     """
-    kernel = _kernel_locks()
-    own_pid = os.getpid()
-    names = {thread.ident: thread.name for thread in threading.enumerate()}
-    commands: dict[int, str | None] = {}
-
-    def command(pid: int) -> str | None:
-        if pid not in commands:
-            commands[pid] = _command_of(pid)
-        return commands[pid]
-
-    result: list[Holder] = []
-    for lock in locks:
-        lock_id = _file_id(lock.path)
-        gate_id = _file_id(lock.gate_path)
-        own = lock.holding_threads()
-        threads = tuple(names.get(ident, f"thread {ident}") for ident, _ in own)
-        found: dict[tuple[int, bool], Holder] = {}
-        if own:
-            found[own_pid, False] = Holder(
-                package=lock.package,
-                pid=own_pid,
-                mode=own[0][1],
-                waiting=False,
-                command=command(own_pid),
-                threads=threads,
-                path=lock.path,
-            )
-        # Lock-file lines first, so a waiter seen there keeps its mode.
-        for file_id, pid, mode, waiting in kernel:
-            if file_id != lock_id or (pid, waiting) in found:
-                continue
-            found[pid, waiting] = Holder(
-                package=lock.package,
-                pid=pid,
-                mode=mode,
-                waiting=waiting,
-                command=command(pid),
-                threads=threads if pid == own_pid and not waiting else (),
-                path=lock.path,
-            )
-        for file_id, pid, _mode, _waiting in kernel:
-            # Holding (or queueing for) the gate means queued for the lock.
-            if file_id != gate_id or (pid, True) in found or gate_id is None:
-                continue
-            found[pid, True] = Holder(
-                package=lock.package,
-                pid=pid,
-                mode=None,
-                waiting=True,
-                command=command(pid),
-                threads=(),
-                path=lock.path,
-            )
-        result.extend(sorted(found.values(), key=lambda h: (h.waiting, h.pid)))
-    return result
+    return [holder for lock in locks for holder in lock.holders()]

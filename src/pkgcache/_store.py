@@ -79,7 +79,7 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
-from . import _fs
+from . import _fs, _process
 from ._errors import (
     CacheError,
     CachePermissionError,
@@ -996,7 +996,7 @@ def _info(cache: _CacheLike, timeout: float | _DefaultTimeout | None) -> CacheIn
 def _try_exclusive(cache: _CacheLike, package: NormalizedName) -> Iterator[bool]:
     """Hold ``package`` exclusively if that needs no waiting; yield whether."""
     space = cache._space or cache._open_space()
-    if space.package_lock(package).depth(threading.get_ident()):
+    if space.package_lock(package).depth(_process.thread_state()):
         yield False  # this very thread holds it: it is busy
         return
     try:

@@ -27,7 +27,7 @@ unchanged under pytest-xdist.
 
 from __future__ import annotations
 
-import threading
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,19 +95,25 @@ class CacheFactory:
 
     def held_locks(self) -> list[str]:
         """One line for each lock of these caches a thread here still holds."""
-        names = {thread.ident: thread.name for thread in threading.enumerate()}
         lines: list[str] = []
-        seen: set[str] = set()
+        seen: set[tuple[str, str | None]] = set()
         for cache in self.caches:
-            for lock, threads in cache._held_in_process():
-                if lock.path in seen:
+            for stats in cache.locks_in_use():
+                key = (os.path.realpath(cache.root), stats.package)
+                if key in seen or not (stats.readers or stats.writer):
                     continue
-                seen.add(lock.path)
-                who = ", ".join(
-                    f"{mode} by thread {names.get(ident, ident)!s}"
-                    for ident, mode in threads
+                seen.add(key)
+                what = (
+                    "the whole cache"
+                    if stats.package is None
+                    else f"package {stats.package!r}"
                 )
-                lines.append(f"{lock.what} of {cache.root} is held {who}")
+                who = (
+                    f"exclusive by thread {stats.writer}"
+                    if stats.writer is not None
+                    else ", ".join(f"shared by thread {name}" for name in stats.readers)
+                )
+                lines.append(f"{what} of {cache.root} is held {who}")
         return lines
 
 

@@ -1,0 +1,155 @@
+"""Taking and giving back the locks of one ``with`` block, in the global order.
+
+Order
+-----
+Locks are taken in one global order: the whole-cache lock first, then
+packages sorted by canonical name. Two calls that both follow the order
+cannot wait for each other in a cycle, so multi-package calls never
+deadlock, however their sets overlap, whatever mix of modes they ask
+(``exclusive("a", reading=["b"])`` against ``exclusive("b", reading=["a"])``
+both finish).
+
+A thread may nest calls. Re-entering a lock it holds never waits (shared in
+shared, anything in exclusive; inside ``exclusive()`` every package lock is
+already covered). Asking for exclusive where it holds shared raises
+:class:`~pkgcache.LockUpgradeError` at once. A nested call that needs a lock
+*earlier* in the order than one the thread holds tries it without waiting
+and raises :class:`~pkgcache.LockOrderError` if it is busy: waiting there
+could deadlock against a thread that acquires in order.
+
+Interrupts
+----------
+A block's locks are given back by depth, not by count: the depths each lock
+had before the block (all zero for an un-nested block) are the target, so
+giving back is idempotent and right wherever an exception landed (between
+two acquisitions, between a grant and its bookkeeping, inside a release).
+The thread's list of held locks (``ThreadState.held``) is a hint, cut back
+to what the locks themselves record before it is relied on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ._engine import Expired
+from ._process import ThreadState
+from ._processlock import EXCLUSIVE, ProcessLock
+
+__all__ = ["Busy", "describe_later", "forget", "give_back", "nested_plan", "take", "take_nested"]
+
+Plan = Sequence[tuple[ProcessLock, bool]]
+
+
+class Busy(Exception):
+    """A lock of the plan could not be had (in time, or without waiting)."""
+
+    def __init__(self, lock: ProcessLock, exclusive: bool, out_of_order: bool) -> None:
+        super().__init__(lock.what)
+        self.lock = lock
+        self.exclusive = exclusive
+        self.out_of_order = out_of_order
+
+
+def take(
+    plan: Plan, state: ThreadState, deadline: float | None, wait: bool
+) -> None:
+    """Take every lock of ``plan`` for a thread that holds none (in order).
+
+    Raises :class:`Busy` for the lock that could not be had; the caller
+    gives back what was taken (:func:`give_back`).
+    """
+    for lock, exclusive in plan:
+        try:
+            lock.acquire(state, exclusive, deadline, wait)
+        except Expired:
+            raise Busy(lock, exclusive, out_of_order=False) from None
+    state.held.extend([lock for lock, _ in plan])
+
+
+def take_nested(
+    plan: Plan,
+    state: ThreadState,
+    before: Sequence[int],
+    deadline: float | None,
+    wait: bool,
+) -> None:
+    """Take ``plan`` for a thread that holds locks already (see the module).
+
+    ``before`` are the depths of the plan's locks before this call.
+    """
+    held = state.held
+    # The hint may lag after an interrupt: keep what is really held.
+    held[:] = [lock for lock in held if lock.depth(state)]
+    later = max((lock.key for lock in held), default=None)
+    for (lock, exclusive), depth in zip(plan, before, strict=True):
+        out_of_order = depth == 0 and later is not None and lock.key < later
+        try:
+            lock.acquire(state, exclusive, deadline, wait and not out_of_order)
+        except Expired:
+            raise Busy(lock, exclusive, out_of_order) from None
+    held.extend([lock for lock, _ in plan])
+
+
+def nested_plan(plan: Plan, state: ThreadState) -> Plan:
+    """``plan`` for a nested call: only the root when it is held exclusively.
+
+    ``exclusive()`` already covers every package lock of its cache.
+    """
+    root, _ = plan[0]
+    if root.mode_of(state) == EXCLUSIVE:
+        return plan[:1]
+    return plan
+
+
+def describe_later(state: ThreadState, lock: ProcessLock) -> str:
+    """The locks the thread holds later in the order than ``lock``."""
+    return ", ".join(
+        sorted(
+            {
+                other.what
+                for other in state.held
+                if other.key > lock.key
+            }
+        )
+    )
+
+
+def give_back(plan: Plan, state: ThreadState, before: Sequence[int] | None) -> None:
+    """Release what a block added: down to the depths ``before`` (idempotent).
+
+    ``None`` means the thread held none of the plan's locks before.
+    """
+    error: BaseException | None = None
+    for index in range(len(plan) - 1, -1, -1):
+        lock = plan[index][0]
+        try:
+            lock.release_all(state, 0 if before is None else before[index])
+        except BaseException as raised:  # noqa: BLE001 - every lock is given back
+            error = error or raised
+    if error is not None:
+        raise error
+
+
+def forget(plan: Plan, state: ThreadState, mark: int) -> None:
+    """Take a block's locks off the thread's held list.
+
+    ``mark`` is the list's length when the block was entered. Blocks
+    usually end in the reverse order they began; an ``ExitStack`` may end
+    them in any order, and then each lock is taken off once.
+    """
+    held = state.held
+    count = len(plan)
+    if len(held) == count and mark == 0:
+        # Every entry belongs to an open block and this one came first:
+        # they are all this block's.
+        held.clear()
+        return
+    mine = [lock for lock, _ in plan]
+    if held[mark:] == mine:
+        del held[mark:]
+        return
+    for lock in mine:
+        for index in range(len(held) - 1, -1, -1):
+            if held[index] is lock:
+                del held[index]
+                break
