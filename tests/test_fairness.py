@@ -12,7 +12,7 @@ import time
 import pytest
 
 import pkgcache
-from pkgcache import _flock
+from pkgcache import _processlock
 from tests.helpers import (
     SPAWN,
     WAIT,
@@ -403,7 +403,7 @@ def test_a_release_yields_the_processor_to_a_waiting_writer_of_another_process(
     tmp_path, monkeypatch
 ):
     yields: list[str] = []
-    monkeypatch.setattr(_flock, "_sched_yield", lambda: yields.append("y"))
+    monkeypatch.setattr(_processlock, "_sched_yield", lambda: yields.append("y"))
     root = tmp_path / "cache"
     cache = pkgcache.Cache(root)
     with cache.exclusive("a"):

@@ -76,7 +76,7 @@ def test_quick_flock_reports_busy_and_fails_like_flock(tmp_path):
         fcntl.flock(holder, fcntl.LOCK_EX)
         exclusive = _oslock.TRY_LOCK[True]
         assert _oslock.quick_flock(other, exclusive) == -1
-        assert _oslock.quick_flock_failed(other, exclusive) is False  # busy
+        assert _oslock.granted_after_all(other, exclusive) is False  # busy
         fcntl.flock(holder, fcntl.LOCK_UN)
         assert _oslock.quick_flock(other, exclusive) == 0
         assert _oslock.quick_flock(other, _oslock.UNLOCK) == 0
@@ -86,7 +86,7 @@ def test_quick_flock_reports_busy_and_fails_like_flock(tmp_path):
     # A descriptor that is gone: the same OSError fcntl.flock raises.
     assert _oslock.quick_flock(other, _oslock.TRY_LOCK[False]) == -1
     with pytest.raises(OSError, match="Bad file descriptor"):
-        _oslock.quick_flock_failed(other, _oslock.TRY_LOCK[False])
+        _oslock.granted_after_all(other, _oslock.TRY_LOCK[False])
 
 
 class _Counting:

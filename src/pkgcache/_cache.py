@@ -67,6 +67,7 @@ from packaging.utils import NormalizedName
 from typing_extensions import Self
 
 from . import _lockset, _process
+from ._engine import Expired
 from ._errors import LockOrderError, LockTimeout, NotLockedError
 from ._holders import Holder
 from ._names import canonical_name
@@ -83,12 +84,11 @@ ROOT_LOCK = ".lock"
 
 _canonical_cached = functools.lru_cache(maxsize=4096)(canonical_name)
 _monotonic = time.monotonic
-_thread_state = _process.thread_state
 
 # With-blocks whose object was garbage collected while still holding its
 # locks (an interrupt landed as __exit__ began, before any of its code ran),
 # released at the next call that is safe to do it.
-_orphans: list[tuple[Plan, _process.ThreadState]] = []
+_orphans: list[tuple[Plan, int, _process.ThreadState]] = []
 
 
 def _canonical(name: str) -> NormalizedName:
@@ -110,12 +110,17 @@ def _canonical_sorted(names: Iterable[str]) -> tuple[NormalizedName, ...]:
 
 def _release_orphans() -> None:
     while _orphans:
-        plan, state = _orphans.pop()
-        for index in range(len(plan) - 1, -1, -1):
-            lock = plan[index][0]
-            if lock.depth(state):
-                lock.release(state)
-        state.held[:] = [lock for lock in state.held if lock.depth(state)]
+        _release_orphan(*_orphans.pop())
+
+
+def _release_orphan(plan: Plan, remaining: int, state: _process.ThreadState) -> None:
+    """Release what a with-block never exited still holds: one hold on each of
+    the first ``remaining`` locks of its plan."""
+    for index in range(remaining - 1, -1, -1):
+        lock = plan[index][0]
+        if lock.depth(state):
+            lock.release(state)
+    _lockset.forget(plan, state)
 
 
 class LockRequest:
@@ -142,7 +147,6 @@ class LockRequest:
         "_debug",
         "_exclusive",
         "_generation",
-        "_mark",
         "_open",
         "_plan",
         "_remaining",
@@ -187,46 +191,64 @@ class LockRequest:
             raise RuntimeError("a lock request can be entered only once")
         if _orphans:
             _release_orphans()
-        state = _thread_state()
+        try:
+            state = _process._local.state
+        except AttributeError:
+            state = _process.thread_state()
         cache = self.cache
         space = cache._space
         if (
             space is None
             or space.generation != _process.generation
-            or space.service.root.gone
+            or space.root_folder.gone
         ):
             space = cache._open_space()
-        exclusive = self._exclusive
         packages = self.packages
-        if exclusive:
-            plan = space.plan(packages, self._shared, not packages)
+        if not self._exclusive:
+            plan = space.read_plans.get(packages) or space.plan((), packages, False)
+        elif self._shared:
+            plan = space.plan(packages, self._shared, False)
         else:
-            plan = space.plan((), packages, False)
+            plan = space.write_plans.get(packages) or space.plan(
+                packages, (), not packages
+            )
         timeout = self._timeout
         self._debug = debug = logger.isEnabledFor(DEBUG)
         start = _monotonic() if timeout is not None or debug else 0.0
         deadline = None if timeout is None else start + timeout
         held = state.held
+        before = None
+        if held:
+            plan = _lockset.nested_plan(plan, state)
+            before = [lock.depth(state) for lock, _ in plan]
+        # Set before anything is taken: the undo below needs them all.
         self._state = state
-        self._mark = len(held)
         self._generation = _process.generation
         self._plan = plan
+        self._before = before
         try:
-            if held:
-                plan = self._plan = _lockset.nested_plan(plan, state)
-                before = self._before = [lock.depth(state) for lock, _ in plan]
+            if before is not None:
                 _lockset.take_nested(plan, state, before, deadline, timeout != 0)
             else:
-                _lockset.take(plan, state, deadline, timeout != 0)
+                # _lockset.take, written out: the common call.
+                wait = timeout != 0
+                for lock, exclusive in plan:
+                    lock.acquire(state, exclusive, deadline, wait)
+                held.append(plan)
             if debug:
                 _log_acquired(space, plan, start)
             self._remaining, self._open = len(plan), True
         except BaseException as exc:
             self._remaining = 0
             _lockset.give_back(self._plan, state, self._before)
-            del held[self._mark :]
+            _lockset.forget(self._plan, state)
             if type(exc) is _lockset.Busy:
                 raise cache._busy_error(exc, state, start) from None
+            if type(exc) is Expired:
+                # Only the un-nested loop lets it through: ``lock`` is the
+                # one that could not be had.
+                busy = _lockset.Busy(lock, exclusive, out_of_order=False)
+                raise cache._busy_error(busy, state, start) from None
             raise
         return self
 
@@ -242,22 +264,21 @@ class LockRequest:
         if self._generation != _process.generation:
             return  # a forked child forgets its parent's locks
         state = self._state
-        assert state is not None
         plan = self._plan
         try:
             # Release first: a waiter in another process is let in by the
             # first unlock, so the bookkeeping waits until after it.
             for index in range(len(plan) - 1, -1, -1):
-                plan[index][0].release(state)
+                plan[index][0].release(state)  # type: ignore[arg-type]
                 self._remaining = index
         except BaseException:
             # Every lock is released even if one release raised (an
             # interrupt there once left the whole-cache lock held for good).
             self._remaining = 0
-            _lockset.give_back(plan, state, self._before)
+            _lockset.give_back(plan, state, self._before)  # type: ignore[arg-type]
             raise
         finally:
-            _lockset.forget(plan, state, self._mark)
+            _lockset.forget(plan, state)  # type: ignore[arg-type]
         if self._debug:
             logger.debug(
                 "released %s in %s", _describe_plan(plan), self.cache._real_root
@@ -267,11 +288,20 @@ class LockRequest:
         # Still holding, and unreachable: an interrupt landed as __exit__
         # began, before any of its code ran (a function's entry is a point
         # where pending signal handlers run), and the with statement went on
-        # without it. Release what is left at the next safe moment.
-        if self._remaining and self._generation == _process.generation:
-            assert self._state is not None
-            _orphans.append((self._plan[: self._remaining], self._state))
+        # without it. Release what is left now, or, if this thread is inside
+        # pkgcache's own bookkeeping of one of those locks (a finalizer can
+        # run anywhere), at the next call.
+        # getattr: __init__ itself may have been interrupted.
+        if getattr(self, "_remaining", 0) and self._generation == _process.generation:
+            state = self._state
+            assert state is not None
+            orphan = (self._plan, self._remaining, state)
             self._remaining = 0
+            for lock, _ in self._plan:
+                if lock.busy_here():
+                    _orphans.append(orphan)
+                    return
+            _release_orphan(*orphan)
 
     def covers(self, package: str) -> NormalizedName:
         """Return the canonical name if this handle holds ``package``, else raise.
@@ -437,7 +467,7 @@ class Cache(CacheStoreMethods):
         if (
             space is None
             or space.generation != _process.generation
-            or space.service.root.gone
+            or space.root_folder.gone
         ):
             space = self._open_space()
         return space
@@ -595,7 +625,7 @@ class Cache(CacheStoreMethods):
         name = None if package is None else _canonical(package)
         space = self._lock_space()
         lock = space.root_lock if name is None else space.package_lock(name)
-        return lock.statistics(_thread_state())
+        return lock.statistics(_process.thread_state())
 
     def locks_in_use(self) -> list[LockStatistics]:
         """Every lock of this cache a thread of this process holds or waits for.
@@ -605,7 +635,7 @@ class Cache(CacheStoreMethods):
         space = self._space
         if space is None or space.generation != _process.generation:
             return []
-        state = _thread_state()
+        state = _process.thread_state()
         found = []
         for lock in space.locks():
             stats = lock.statistics(state)

@@ -84,8 +84,12 @@ class LockEngine(Protocol):
         """
         ...
 
-    def release(self) -> None:
-        """Drop this process's hold; a no-op when nothing is held."""
+    def release(self) -> bool:
+        """Drop this process's hold; a no-op when nothing is held.
+
+        Returns whether a writer of another process waits for the lock (the
+        caller then yields the processor, so that writer runs at once).
+        """
         ...
 
     def writer_waits(self) -> bool:

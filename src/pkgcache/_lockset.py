@@ -23,8 +23,9 @@ A block's locks are given back by depth, not by count: the depths each lock
 had before the block (all zero for an un-nested block) are the target, so
 giving back is idempotent and right wherever an exception landed (between
 two acquisitions, between a grant and its bookkeeping, inside a release).
-The thread's list of held locks (``ThreadState.held``) is a hint, cut back
-to what the locks themselves record before it is relied on.
+The thread's list of held plans (``ThreadState.held``: one entry per open
+block) is a hint, cut back to what the locks themselves record before it
+is relied on.
 """
 
 from __future__ import annotations
@@ -50,9 +51,7 @@ class Busy(Exception):
         self.out_of_order = out_of_order
 
 
-def take(
-    plan: Plan, state: ThreadState, deadline: float | None, wait: bool
-) -> None:
+def take(plan: Plan, state: ThreadState, deadline: float | None, wait: bool) -> None:
     """Take every lock of ``plan`` for a thread that holds none (in order).
 
     Raises :class:`Busy` for the lock that could not be had; the caller
@@ -63,7 +62,7 @@ def take(
             lock.acquire(state, exclusive, deadline, wait)
         except Expired:
             raise Busy(lock, exclusive, out_of_order=False) from None
-    state.held.extend([lock for lock, _ in plan])
+    state.held.append(plan)
 
 
 def take_nested(
@@ -78,16 +77,37 @@ def take_nested(
     ``before`` are the depths of the plan's locks before this call.
     """
     held = state.held
-    # The hint may lag after an interrupt: keep what is really held.
-    held[:] = [lock for lock in held if lock.depth(state)]
-    later = max((lock.key for lock in held), default=None)
+    later = _latest_held(held, state)
     for (lock, exclusive), depth in zip(plan, before, strict=True):
         out_of_order = depth == 0 and later is not None and lock.key < later
         try:
             lock.acquire(state, exclusive, deadline, wait and not out_of_order)
         except Expired:
             raise Busy(lock, exclusive, out_of_order) from None
-    held.extend([lock for lock, _ in plan])
+    held.append(plan)
+
+
+def _latest_held(held: list[Plan], state: ThreadState) -> tuple[int, str] | None:
+    """The key of the latest lock in the order the thread holds, or ``None``.
+
+    The thread's list of plans may lag after an interrupt: plans none of
+    whose locks the thread still holds are dropped first. (Loops, not
+    generators: an interrupt landing in a generator that ``any()`` closes
+    early is swallowed, "exception ignored", and the user's Ctrl-C is lost.)
+    """
+    latest = None
+    for index in range(len(held) - 1, -1, -1):
+        plan = held[index]
+        for lock, _ in plan:
+            if lock.depth(state):
+                break
+        else:
+            del held[index]
+            continue
+        key = plan[-1][0].key
+        if latest is None or key > latest:
+            latest = key
+    return latest
 
 
 def nested_plan(plan: Plan, state: ThreadState) -> Plan:
@@ -107,8 +127,9 @@ def describe_later(state: ThreadState, lock: ProcessLock) -> str:
         sorted(
             {
                 other.what
-                for other in state.held
-                if other.key > lock.key
+                for plan in state.held
+                for other, _ in plan
+                if other.key > lock.key and other.depth(state)
             }
         )
     )
@@ -130,26 +151,17 @@ def give_back(plan: Plan, state: ThreadState, before: Sequence[int] | None) -> N
         raise error
 
 
-def forget(plan: Plan, state: ThreadState, mark: int) -> None:
-    """Take a block's locks off the thread's held list.
+def forget(plan: Plan, state: ThreadState) -> None:
+    """Take a block's plan off the thread's list of held plans.
 
-    ``mark`` is the list's length when the block was entered. Blocks
-    usually end in the reverse order they began; an ``ExitStack`` may end
-    them in any order, and then each lock is taken off once.
+    Blocks usually end in the reverse order they began; an ``ExitStack`` may
+    end them in any order.
     """
     held = state.held
-    count = len(plan)
-    if len(held) == count and mark == 0:
-        # Every entry belongs to an open block and this one came first:
-        # they are all this block's.
-        held.clear()
+    if held and held[-1] is plan:
+        held.pop()
         return
-    mine = [lock for lock, _ in plan]
-    if held[mark:] == mine:
-        del held[mark:]
-        return
-    for lock in mine:
-        for index in range(len(held) - 1, -1, -1):
-            if held[index] is lock:
-                del held[index]
-                break
+    for index in range(len(held) - 1, -1, -1):
+        if held[index] is plan:
+            del held[index]
+            return

@@ -69,7 +69,7 @@ __all__ = [
     "open_lock_file",
     "other_threads",
     "quick_flock",
-    "quick_flock_failed",
+    "granted_after_all",
     "try_lock",
     "unlock",
 ]
@@ -330,7 +330,7 @@ _get_errno: Callable[[], int] = _loaded[1] if _loaded is not None else lambda: 0
 other_threads: Callable[[], int] = getattr(_thread, "_count", lambda: 1)
 
 
-def quick_flock_failed(fd: int, operation: int) -> bool:
+def granted_after_all(fd: int, operation: int) -> bool:
     """After :data:`quick_flock` returned -1: say whether the lock was granted.
 
     ``EWOULDBLOCK`` means busy (``False``). Any other error is rare (a

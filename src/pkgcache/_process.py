@@ -85,10 +85,10 @@ class ThreadState:
     """One thread's view of the locks: its identity as a holder, and its holds.
 
     Attributes:
-        held: the locks this thread took through open ``with`` blocks, in
-            the order taken (a lock re-entered appears again). It may lag
-            behind the locks' own records after an interrupt; the locks'
-            records are the truth (see :mod:`pkgcache._request`).
+        held: what this thread's open ``with`` blocks took, one entry (the
+            block's plan of locks) per block, in the order entered. It may
+            lag behind the locks' own records after an interrupt; the
+            locks' records are the truth (see :mod:`pkgcache._lockset`).
         thread: the thread (for its name in messages).
     """
 

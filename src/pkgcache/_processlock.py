@@ -42,8 +42,8 @@ held in a conflicting mode, or a writer waits.
 
 Releasing: the last holder of the process has the engine release, under
 the mutex (a reader joining meanwhile would hold a lock the kernel
-dropped), then lets a waiting writer of another process run
-(:meth:`~pkgcache._flock.FlockEngine.hand_over`).
+dropped), then, if a writer of another process waits, yields the processor
+so that writer runs at once (see :meth:`~pkgcache._flock.FlockEngine.release`).
 
 A thread that holds the lock re-enters without waiting: shared in shared,
 anything in exclusive. Exclusive while holding shared is refused with
@@ -86,11 +86,11 @@ more than ``max_idle`` are open.
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -125,7 +125,9 @@ _RECHECK = 0.02
 # lost to an interrupt heals within this time.
 _HEAL_INTERVAL = 0.25
 
-_tick = itertools.count().__next__
+# Yielding the processor after a release that a writer of another process
+# waits for (see ``ProcessLock.release``); POSIX only.
+_sched_yield: Callable[[], None] | None = getattr(os, "sched_yield", None)
 _allocate_lock = threading.Lock
 _monotonic = time.monotonic
 
@@ -214,7 +216,6 @@ class ProcessLock:
         "cache_root",
         "engine",
         "key",
-        "last_used",
         "package",
         "root_lock",
         "table",
@@ -248,7 +249,6 @@ class ProcessLock:
         self._waiting_writers: dict[ThreadState, None] = {}
         self._waiters: list[threading.Lock] = []
         self._ref = weakref.ref(self)
-        self.last_used = 0
 
     @property
     def path(self) -> str:
@@ -309,6 +309,14 @@ class ProcessLock:
             is_open=engine.is_open,
             depth=depth,
         )
+
+    def busy_here(self) -> bool:
+        """Whether a thread is inside this lock's bookkeeping (its mutex is held).
+
+        A finalizer that runs inside that bookkeeping, in the same thread,
+        must not call in again: the mutex is not re-entrant.
+        """
+        return self._mutex.locked()
 
     @property
     def engine_mode(self) -> int:
@@ -398,7 +406,6 @@ class ProcessLock:
                         else:
                             self._readers[state] = 1
                             self._mode = SHARED
-                        self.last_used = _tick()
                         return
                     self._mode = NONE
             if not wait:
@@ -535,7 +542,6 @@ class ProcessLock:
         else:
             self._readers[state] = 1
             self._mode = SHARED
-        self.last_used = _tick()
 
     # -- repair ------------------------------------------------------------------
 
@@ -587,7 +593,6 @@ class ProcessLock:
             if count > 1:
                 self._readers[state] = count - 1
                 return
-        idle = False
         try:
             with self._mutex:
                 if self._writer is state:
@@ -599,16 +604,24 @@ class ProcessLock:
                 # Unknown until the engine has unlocked: a reader arriving
                 # now must not join a hold being dropped.
                 self._mode = UNKNOWN
-                self.engine.release()
+                writer_waits = self.engine.release()
                 self._mode = NONE
-                idle = True
-                self._wake()
+                if self._waiters:
+                    self._wake()
+            # Idle now: note it (first released, first closed), and keep the
+            # number of idle locks (and their descriptors) bounded.
+            table = self.table
+            idle = table.idle
+            idle[self._ref] = None
+            if len(idle) > table.max_idle:
+                table.trim()
         except BaseException:
             self._recover(state)
             raise
-        if idle:
-            self.engine.hand_over()
-            self.table.now_idle(self)
+        if writer_waits and _sched_yield is not None:
+            # A writer of another process waits, and the kernel has just
+            # woken it (see FlockEngine.release): let it run now.
+            _sched_yield()
 
     def release_all(self, state: ThreadState, down_to: int = 0) -> None:
         """Release the thread's holds until it holds ``down_to`` (idempotent)."""
@@ -635,31 +648,30 @@ class ProcessLock:
 
 
 class LockTable:
-    """The idle locks of this process, least recently released first.
+    """The idle locks of this process, in the order they first became idle.
 
     Each open lock keeps descriptors open; idle ones (open, nobody holding)
-    are closed, least recently released first, once more than ``max_idle``
-    are kept. The bound is enforced when a lock becomes idle, so it holds
-    after every call, and costs a few dictionary operations per release.
+    are closed, earliest first, once more than ``max_idle`` are noted. The
+    bound is enforced when a lock becomes idle, so it holds after every
+    call, at the cost of one dictionary store per release. (Keeping the
+    order of the *last* release cost a second dictionary operation on every
+    release; a lock closed early is opened again on its next use.)
     """
 
     def __init__(self, max_idle: int | None = None) -> None:
         self.max_idle = _idle_lock_bound() if max_idle is None else max_idle
-        # weak references (each lock's own, made once), in release order
-        self._idle: dict[weakref.ref[ProcessLock], None] = {}
+        #: Locks released by their last holder, in the order they first
+        #: were, as weak references (each lock's own, made once); some may
+        #: have been taken again or closed since (trimming skips them).
+        self.idle: dict[weakref.ref[ProcessLock], None] = {}
 
-    def now_idle(self, lock: ProcessLock) -> None:
-        """Note that ``lock`` was released by its last holder; enforce the bound."""
-        idle = self._idle
-        ref = lock._ref
-        idle.pop(ref, None)
-        idle[ref] = None
-        if len(idle) > self.max_idle:
-            self._trim(self.max_idle)
+    def trim(self) -> None:
+        """Close the least recently released idle locks beyond ``max_idle``."""
+        self._trim(self.max_idle)
 
     def _trim(self, keep: int, spare: ProcessLock | None = None) -> int:
         closed = 0
-        idle = self._idle
+        idle = self.idle
         while len(idle) > keep:
             try:
                 ref = next(iter(idle))
@@ -677,14 +689,14 @@ class LockTable:
         Called when opening a lock ran out of descriptors: the new bound is
         half of what was idle, so the process stops running into its limit.
         """
-        self.max_idle = max(8, min(self.max_idle, len(self._idle) // 2))
+        self.max_idle = max(8, min(self.max_idle, len(self.idle) // 2))
         return self._trim(0, spare)
 
     def idle_count(self) -> int:
         """Locks noted idle (some may have been closed or taken again since)."""
-        return len(self._idle)
+        return len(self.idle)
 
     def after_fork_in_child(self) -> None:
         """Forget every lock: the child's locks are new objects."""
-        self._idle = {}
+        self.idle = {}
 

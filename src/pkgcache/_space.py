@@ -84,11 +84,17 @@ class LockSpace:
         self.root = root
         self.identity = identity
         self.service = service
+        #: The root folder: ``gone`` once it is known to have been removed.
+        self.root_folder = service.root
         service.on_out_of_descriptors(lambda: table.shed(None))
         self.generation = _process.generation
         self.root_lock = ProcessLock(table, service.engine(None), (0, ""), root)
         self._packages: dict[str, ProcessLock] = {}
-        self._plans: dict[tuple[object, ...], Plan] = {}
+        #: Plans of the common calls, by their names: ``reading(*names)``
+        #: and ``exclusive(*names)`` (see :meth:`plan`).
+        self.read_plans: dict[tuple[NormalizedName, ...], Plan] = {}
+        self.write_plans: dict[tuple[NormalizedName, ...], Plan] = {}
+        self._mixed_plans: dict[tuple[object, ...], Plan] = {}
         self._mutex = threading.Lock()
 
     @property
@@ -127,20 +133,29 @@ class LockSpace:
 
         The root lock first (exclusive only for ``whole``), then packages by
         name; a name in both ``exclusive`` and ``shared`` is exclusive.
-        Remembered (up to ``_PLANS`` calls), so a call looks its locks up
-        once instead of once per package.
+        Remembered (up to ``_PLANS`` per kind of call), so a call looks its
+        locks up once instead of once per package.
         """
-        key = (exclusive, shared, whole)
-        plan = self._plans.get(key)
+        if not exclusive and not whole:
+            plans = self.read_plans
+            key: tuple[object, ...] = shared
+        elif not shared:
+            plans = self.write_plans
+            key = exclusive
+        else:
+            plans = self._mixed_plans
+            key = (exclusive, shared)
+        plan = plans.get(key)
         if plan is None:
             modes = dict.fromkeys(shared, False)
             modes.update(dict.fromkeys(exclusive, True))
-            plan = ((self.root_lock, whole),) + tuple(
-                (self.package_lock(name), modes[name]) for name in sorted(modes)
+            plan = (
+                (self.root_lock, whole),
+                *((self.package_lock(name), modes[name]) for name in sorted(modes)),
             )
-            if len(self._plans) >= _PLANS:
-                self._plans.clear()
-            self._plans[key] = plan
+            if len(plans) >= _PLANS:
+                plans.clear()
+            plans[key] = plan  # type: ignore[index]
         return plan
 
     def locks(self) -> list[ProcessLock]:

@@ -318,6 +318,26 @@ def fd_exhaustion(root: str, limit: int, result: Any) -> None:
         raise
 
 
+def kernel_modes_of(path: os.PathLike[str] | str) -> set[str]:
+    """The modes in which the kernel says this process holds ``path`` (flock)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return set()
+    file_id = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pid = str(os.getpid())
+    modes = set()
+    with open("/proc/locks") as table:
+        for line in table:
+            fields = line.split()
+            # "<n>: FLOCK ADVISORY WRITE|READ <pid> <maj:min:inode> ..."; a
+            # waiter has "->" after the number.
+            if len(fields) > 5 and fields[1] == "FLOCK" and fields[4] == pid:
+                if fields[5] == file_id:
+                    modes.add("exclusive" if fields[3] == "WRITE" else "shared")
+    return modes
+
+
 def _lock_descriptors(root: str) -> int:
     """Descriptors of this process open on lock or gate files under ``root``."""
     count = 0
