@@ -253,7 +253,8 @@ def test_keyboard_interrupt_during_an_in_process_wait(tmp_path, timeout):
 
     def main_is_waiting():
         _eventually(
-            lambda: cache.statistics("a").threads_waiting, "the main thread never waited"
+            lambda: cache.statistics("a").threads_waiting,
+            "the main thread never waited",
         )
 
     with _interrupting_main_when(main_is_waiting):

@@ -12,7 +12,7 @@ import pytest
 
 import pkgcache
 from pkgcache import _oslock, _process
-from tests.helpers import SPAWN, WAIT, LockServer, hold_until_killed
+from tests.helpers import SPAWN, WAIT, hold_until_killed
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="counts descriptors in /proc"

@@ -7,6 +7,7 @@ other and nobody deletes what another worker is reading.
 """
 
 from ._cache import DEFAULT_TIMEOUT, Cache, CacheTransaction, CacheView, LockRequest
+from ._engine import Mode
 from ._errors import (
     CacheError,
     CachePermissionError,
@@ -23,7 +24,6 @@ from ._errors import (
     StoreWriteError,
     UnsafePathError,
 )
-from ._engine import Mode
 from ._holders import Holder
 from ._names import canonical_name
 from ._processlock import LockStatistics

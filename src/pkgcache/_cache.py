@@ -114,8 +114,10 @@ def _release_orphans() -> None:
 
 
 def _release_orphan(plan: Plan, remaining: int, state: _process.ThreadState) -> None:
-    """Release what a with-block never exited still holds: one hold on each of
-    the first ``remaining`` locks of its plan."""
+    """Release what a with-block never exited still holds.
+
+    That is one hold on each of the first ``remaining`` locks of its plan.
+    """
     for index in range(remaining - 1, -1, -1):
         lock = plan[index][0]
         if lock.depth(state):
@@ -675,4 +677,3 @@ def _log_acquired(space: LockSpace, plan: Plan, start: float) -> None:
         space.root,
         _monotonic() - start,
     )
-

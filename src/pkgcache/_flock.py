@@ -127,9 +127,7 @@ class _Resources:
             _process.close_map(mapping)
 
     def close_all_later(self) -> None:
-        _process.defer_close(
-            self.generation, tuple(self.descriptors), tuple(self.maps)
-        )
+        _process.defer_close(self.generation, tuple(self.descriptors), tuple(self.maps))
         self.descriptors = set()
         self.maps = set()
 
@@ -350,7 +348,11 @@ class FlockEngine:
             dir_fd = folder.fd
             writable = [True]
 
-            def opener(folder: Folder = folder, dir_fd: int | None = dir_fd) -> int:
+            def opener(
+                folder: Folder = folder,
+                dir_fd: int | None = dir_fd,
+                writable: list[bool] = writable,
+            ) -> int:
                 fd, writable[0] = _oslock.open_lock_file(
                     name if dir_fd is not None else folder.display(name),
                     dir_fd=dir_fd,
@@ -414,7 +416,9 @@ class FlockEngine:
         return fd
 
     def _what(self) -> str:
-        return "the whole cache" if self.package is None else f"package {self.package!r}"
+        return (
+            "the whole cache" if self.package is None else f"package {self.package!r}"
+        )
 
     # -- the contract ------------------------------------------------------------
 
@@ -581,7 +585,7 @@ class FlockEngine:
         return intent is not None and intent[0] != 0
 
     def check(self) -> None:
-        """flock holds cannot be lost while the descriptor is open."""
+        """Flock holds cannot be lost while the descriptor is open."""
 
     # -- the self-check --------------------------------------------------------
 
@@ -764,4 +768,3 @@ def same_file(fd: int) -> tuple[int, int]:
     """``(st_dev, st_ino)`` of a descriptor: the identity of a folder."""
     st = _fstat(fd)
     return st.st_dev, st.st_ino
-

@@ -36,9 +36,17 @@ from ._engine import Expired
 from ._process import ThreadState
 from ._processlock import EXCLUSIVE, ProcessLock
 
-__all__ = ["Busy", "describe_later", "forget", "give_back", "nested_plan", "take", "take_nested"]
+__all__ = [
+    "Busy",
+    "describe_later",
+    "forget",
+    "give_back",
+    "nested_plan",
+    "take",
+    "take_nested",
+]
 
-Plan = Sequence[tuple[ProcessLock, bool]]
+Plan = tuple[tuple[ProcessLock, bool], ...]
 
 
 class Busy(Exception):
@@ -145,7 +153,7 @@ def give_back(plan: Plan, state: ThreadState, before: Sequence[int] | None) -> N
         lock = plan[index][0]
         try:
             lock.release_all(state, 0 if before is None else before[index])
-        except BaseException as raised:  # noqa: BLE001 - every lock is given back
+        except BaseException as raised:
             error = error or raised
     if error is not None:
         raise error

@@ -133,7 +133,9 @@ def open_descriptor(opener: Callable[[], int]) -> int:
 def close_descriptor(fd: int) -> None:
     """Close a recorded descriptor and forget it (an error closing is ignored)."""
     with _guard:
-        try:
+        # Not contextlib.suppress: no Python-level __exit__ on this path,
+        # which runs while the registry's guard is held.
+        try:  # noqa: SIM105
             os.close(fd)
         except OSError:
             pass
@@ -223,12 +225,12 @@ def _after_fork_in_child() -> None:
     global _guard, _local, generation  # noqa: PLW0603
     generation += 1
     for mapping in _maps:
-        try:
+        try:  # noqa: SIM105 (as in close_descriptor)
             mapping.close()
         except (OSError, ValueError):
             pass
     for fd in _descriptors:
-        try:
+        try:  # noqa: SIM105 (as in close_descriptor)
             os.close(fd)
         except OSError:
             pass
@@ -247,4 +249,3 @@ if hasattr(os, "register_at_fork"):
         after_in_parent=_after_fork_in_parent,
         after_in_child=_after_fork_in_child,
     )
-

@@ -287,7 +287,7 @@ class ProcessLock:
             )
 
     def statistics(self, state: ThreadState) -> LockStatistics:
-        """What this process knows of the lock, taken at once (see :class:`LockStatistics`)."""
+        """What this process knows of the lock, all taken at one instant."""
         with self._mutex:
             mode = self._mode
             readers = tuple(reader.name for reader in self._readers)
@@ -445,7 +445,7 @@ class ProcessLock:
     def _wait_in_process(
         self, state: ThreadState, exclusive: bool, deadline: float | None
     ) -> bool:
-        """Wait until the thread joined (``True``) or may move the engine (``False``)."""
+        """Wait until the thread joined (``True``) or may move the engine."""
         recheck = False
         waiter: threading.Lock | None = None
         while True:
@@ -525,7 +525,9 @@ class ProcessLock:
         self._record(state, exclusive)
         return True
 
-    def _move(self, state: ThreadState, exclusive: bool, deadline: float | None) -> None:
+    def _move(
+        self, state: ThreadState, exclusive: bool, deadline: float | None
+    ) -> None:
         """As the mover: wait in the engine, outside the mutex, then record."""
         self.engine.acquire(exclusive, deadline)
         with self._mutex:
@@ -699,4 +701,3 @@ class LockTable:
     def after_fork_in_child(self) -> None:
         """Forget every lock: the child's locks are new objects."""
         self.idle = {}
-

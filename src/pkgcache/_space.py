@@ -92,8 +92,8 @@ class LockSpace:
         self._packages: dict[str, ProcessLock] = {}
         #: Plans of the common calls, by their names: ``reading(*names)``
         #: and ``exclusive(*names)`` (see :meth:`plan`).
-        self.read_plans: dict[tuple[NormalizedName, ...], Plan] = {}
-        self.write_plans: dict[tuple[NormalizedName, ...], Plan] = {}
+        self.read_plans: dict[tuple[object, ...], Plan] = {}
+        self.write_plans: dict[tuple[object, ...], Plan] = {}
         self._mixed_plans: dict[tuple[object, ...], Plan] = {}
         self._mutex = threading.Lock()
 
@@ -104,7 +104,7 @@ class LockSpace:
 
     @property
     def alive(self) -> bool:
-        """Whether this process may still use the space (same generation, root there)."""
+        """Whether this process may still use the space (same fork generation)."""
         return self.generation == _process.generation
 
     def package_lock(self, name: NormalizedName) -> ProcessLock:
@@ -155,7 +155,7 @@ class LockSpace:
             )
             if len(plans) >= _PLANS:
                 plans.clear()
-            plans[key] = plan  # type: ignore[index]
+            plans[key] = plan
         return plan
 
     def locks(self) -> list[ProcessLock]:

@@ -332,9 +332,13 @@ def kernel_modes_of(path: os.PathLike[str] | str) -> set[str]:
             fields = line.split()
             # "<n>: FLOCK ADVISORY WRITE|READ <pid> <maj:min:inode> ..."; a
             # waiter has "->" after the number.
-            if len(fields) > 5 and fields[1] == "FLOCK" and fields[4] == pid:
-                if fields[5] == file_id:
-                    modes.add("exclusive" if fields[3] == "WRITE" else "shared")
+            if (
+                len(fields) > 5
+                and fields[1] == "FLOCK"
+                and fields[4] == pid
+                and fields[5] == file_id
+            ):
+                modes.add("exclusive" if fields[3] == "WRITE" else "shared")
     return modes
 
 

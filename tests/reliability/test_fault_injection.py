@@ -186,7 +186,7 @@ class Scene:
 
 
 def _run_block(request: Callable[[], Any], injector: Injector) -> bool:
-    """Run ``with request(): pass`` under ``injector``; say whether it was interrupted."""
+    """Run ``with request(): pass`` under ``injector``; say if it was interrupted."""
     try:
         with injector.active(), request():
             pass
@@ -390,4 +390,3 @@ def test_the_injector_finds_the_window_it_is_for(scene: Scene) -> None:
     counting._point = record  # type: ignore[method-assign]
     assert not _run_block(lambda: scene.cache.exclusive("a"), counting)
     assert {"call", "c_return", "return", "return to", "loop"} <= set(events)
-

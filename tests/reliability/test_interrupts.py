@@ -374,6 +374,7 @@ def test_interrupt_storm_never_lets_two_holders_in(tmp_path, repeat):
 
     thread = threading.Thread(target=other_reader, name="other-reader")
     thread.start()
+
     def block(request: Any) -> None:
         with request:
             pass
