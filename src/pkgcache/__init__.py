@@ -10,6 +10,7 @@ from ._cache import DEFAULT_TIMEOUT, Cache, CacheTransaction, CacheView, LockReq
 from ._errors import (
     CacheError,
     CachePermissionError,
+    EntryDamaged,
     EntryNotFound,
     InvalidArtifact,
     InvalidKey,
@@ -20,6 +21,7 @@ from ._errors import (
     LockUpgradeError,
     NotLockedError,
     SourceNotFound,
+    SourcePermissionError,
     StoreWriteError,
     UnsafePathError,
 )
@@ -39,6 +41,7 @@ __all__ = [
     "CacheView",
     "CleanReport",
     "Entry",
+    "EntryDamaged",
     "EntryNotFound",
     "Holder",
     "InvalidArtifact",
@@ -52,6 +55,7 @@ __all__ = [
     "NotLockedError",
     "PruneReport",
     "SourceNotFound",
+    "SourcePermissionError",
     "StoreWriteError",
     "UnsafePathError",
     "__version__",
