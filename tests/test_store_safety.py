@@ -428,11 +428,16 @@ def test_a_writer_killed_mid_write_leaves_no_entry_and_no_lock(cache, src, what)
     with cache.exclusive(PKG, timeout=0) as txn:
         (entry,) = txn.entries(PKG)
         assert entry.path.read_bytes() == b"old entry"
-    # The leftover is the dead writer's: the next prune reaps it.
+    # The leftover is counted (what du sees), and is the dead writer's:
+    # the next prune reaps it.
+    info = cache.info()
+    assert info.staging_entries == 1
+    assert info.staging_bytes > 0
     report = cache.prune()
     assert report.reaped == 1
     assert report.removed == ()
     assert staging_names(cache) == []
+    assert (cache.info().staging_entries, cache.info().staging_bytes) == (0, 0)
 
 
 @pytest.mark.timeout(60)
