@@ -84,7 +84,7 @@ def test_kind_incompatible_wheels_and_excluded_keys():
 
 def test_equal_versions_are_one_group():
     groups = by_version([wheel("a", "1.0"), wheel("b", "1.0.0"), wheel("c", "0.9")])
-    assert [(str(v), [c.key for c in group]) for v, group in groups] == [
+    assert [(str(v), [c.key for c in group]) for v, group in groups.items()] == [
         ("1.0", ["a", "b"]),
         ("0.9", ["c"]),
     ]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import os
 import re
+from typing import NamedTuple
 
-import attrs
 from packaging.tags import Tag
 from packaging.utils import (
     InvalidSdistFilename,
@@ -88,9 +88,11 @@ def key_parts(key: object) -> tuple[str, ...]:
     return parts
 
 
-@attrs.frozen
-class ArtifactName:
-    """What a file name says: kind, version, build tag, wheel tags."""
+class ArtifactName(NamedTuple):
+    """What a file name says: kind, version, build tag, wheel tags.
+
+    A named tuple, so a listing can unpack it without attribute lookups.
+    """
 
     kind: EntryKind
     version: Version | None = None

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
-import attrs
 from packaging.requirements import InvalidRequirement as _PackagingInvalidRequirement
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -42,13 +41,16 @@ __all__ = [
 
 #: ``{tag: rank}``, 0 for the most preferred tag.
 Ranks = Mapping[Tag, int]
-#: Candidates grouped by version, highest version first.
-Versions = Sequence[tuple[Version, Sequence["Candidate"]]]
+#: Candidates grouped by version, in any order.
+Versions = Mapping[Version, Sequence["Candidate"]]
 
 
-@attrs.frozen
-class Candidate:
-    """A stored wheel or sdist, as its key's file name describes it."""
+class Candidate(NamedTuple):
+    """A stored wheel or sdist, as its key's file name describes it.
+
+    A named tuple: listing a package builds one per file, and a tuple costs
+    a tenth of a frozen class to create.
+    """
 
     key: str
     kind: Literal["wheel", "sdist"]
@@ -91,14 +93,12 @@ def parse_requirement(requirement: str | Requirement) -> Requirement:
         raise InvalidRequirement(str(exc)) from exc
 
 
-def by_version(
-    candidates: Iterable[Candidate],
-) -> list[tuple[Version, list[Candidate]]]:
-    """Group ``candidates`` by version, highest first (what :func:`best_of` takes)."""
+def by_version(candidates: Iterable[Candidate]) -> dict[Version, list[Candidate]]:
+    """Group ``candidates`` by version (what :func:`best_of` takes)."""
     groups: dict[Version, list[Candidate]] = {}
     for candidate in candidates:
         groups.setdefault(candidate.version, []).append(candidate)
-    return sorted(groups.items(), key=lambda item: item[0], reverse=True)
+    return groups
 
 
 def best(
@@ -122,24 +122,36 @@ def best_of(
 ) -> Candidate | None:
     """:func:`best` over candidates already grouped by :func:`by_version`.
 
-    Stops at the first version that decides: asking the specifier about
-    every version of a package with thousands of them cost tens of
-    milliseconds. Keys in ``exclude`` are not candidates.
+    One pass, in any order: a version not above the best one so far is
+    passed over with one comparison, before the specifier is asked (asking
+    it about every version of a package with thousands of them cost tens of
+    milliseconds). Keys in ``exclude`` are not candidates.
     """
     # None: pre-releases only if no final release is allowed (PEP 440).
     allow_pre = specifier.prereleases
-    fallback: Candidate | None = None
-    for version, group in versions:
-        if fallback is not None and version.is_prerelease:
-            continue  # a lower pre-release never beats the one kept
-        chosen = _best_in_version(group, kind, ranks, exclude)
-        if chosen is None or not specifier.contains(version, prereleases=True):
+    final: tuple[Version, Candidate] | None = None  # the best allowed so far
+    pre: tuple[Version, Candidate] | None = None  # the best pre-release kept aside
+    for version, group in versions.items():
+        aside = version.is_prerelease and not allow_pre
+        if aside:
+            if allow_pre is False or final is not None:
+                continue
+            if pre is not None and not version > pre[0]:
+                continue
+        elif final is not None and not version > final[0]:
             continue
-        if not version.is_prerelease or allow_pre:
-            return chosen
-        if allow_pre is None and fallback is None:
-            fallback = chosen
-    return fallback
+        if not specifier.contains(version, prereleases=True):
+            continue
+        chosen = _best_in_version(group, kind, ranks, exclude)
+        if chosen is None:
+            continue
+        if aside:
+            pre = (version, chosen)
+        else:
+            final = (version, chosen)
+    if final is not None:
+        return final[1]
+    return None if pre is None else pre[1]
 
 
 def _best_in_version(

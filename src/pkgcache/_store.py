@@ -154,18 +154,23 @@ class _Listing:
     """The entries of one package folder that ``find()`` can choose from.
 
     Valid while every folder in ``stamp`` (relative path, device, inode,
-    modification time in ns) is unchanged.
+    modification time in ns) is unchanged, if ``settled``; an unsettled
+    listing is only a source of parsed names for the next one.
     """
 
-    __slots__ = ("answers", "stamp", "versions")
+    __slots__ = ("answers", "by_key", "settled", "stamp", "versions")
 
     def __init__(
         self,
         stamp: tuple[tuple[str, int, int, int], ...],
-        candidates: Iterable[Candidate],
+        by_key: dict[str, Candidate],
+        *,
+        settled: bool,
     ) -> None:
         self.stamp = stamp
-        self.versions = by_version(candidates)
+        self.by_key = by_key
+        self.settled = settled
+        self.versions = by_version(by_key.values())
         self.answers: dict[object, str | None] = {}
 
 
@@ -406,16 +411,19 @@ class Store:
             if package_fd is None:
                 self._listings.pop(package, None)
                 return None
-            cached = self._listings.get(package)
-            if cached is not None and _unchanged(package_fd, cached.stamp):
-                return cached
-            listing, settled = _list(package, package_fd)
-        if settled:
-            if len(self._listings) >= LISTINGS:
-                self._listings.pop(next(iter(self._listings)), None)
-            self._listings[package] = listing
-        else:
-            self._listings.pop(package, None)
+            cached = self._listings.pop(package, None)
+            if (
+                cached is not None
+                and cached.settled
+                and _unchanged(package_fd, cached.stamp)
+            ):
+                listing = cached
+            else:
+                known = {} if cached is None else cached.by_key
+                listing = _list(package, package_fd, known)
+        if len(self._listings) >= LISTINGS:
+            self._listings.pop(next(iter(self._listings)), None)
+        self._listings[package] = listing  # the most recently used last
         return listing
 
     # -- writing: the caller holds the package exclusive (or the whole cache) ----
@@ -1022,41 +1030,46 @@ def _tree_seen(key: str, tree_fd: int) -> Seen:
     return Seen(key, True, size, st.st_mtime, st.st_atime, "unreadable tree marker")
 
 
-def _list(package: NormalizedName, package_fd: int) -> tuple[_Listing, bool]:
-    """List the package's wheels and sdists; also whether the listing may be kept."""
+def _list(
+    package: NormalizedName, package_fd: int, known: dict[str, Candidate]
+) -> _Listing:
+    """List the package's wheels and sdists.
+
+    ``known`` holds candidates of an earlier listing, by key: a key's file
+    name says the same thing every time, so only new names are parsed.
+    """
     started = time.time_ns()
     stamp: list[tuple[str, int, int, int]] = []
-    candidates: list[Candidate] = []
+    by_key: dict[str, Candidate] = {}
 
     def enter(fd: int, path: tuple[str, ...], children: list[os.DirEntry[str]]) -> None:
         st = os.fstat(fd)
         stamp.append(("/".join(path), st.st_dev, st.st_ino, st.st_mtime_ns))
         prefix = "".join(f"{part}/" for part in path)
+        # Once per file of a package that may hold thousands: kept lean.
         for child in children:
             name = child.name
-            if name.startswith("."):
-                continue
-            info = artifact_name(package, name)
-            if info.version is None:
-                continue  # a plain file
-            with contextlib.suppress(FileNotFoundError):
+            key = prefix + name
+            candidate = known.get(key)
+            if candidate is None:
+                if name[0] == ".":
+                    continue
+                kind, version, build_tag, tags = artifact_name(package, name)
+                if version is None:
+                    continue  # a plain file
+                candidate = Candidate(key, kind, version, build_tag, tags)  # type: ignore[arg-type]
+            try:
                 if child.is_file(follow_symlinks=False):
-                    candidates.append(
-                        Candidate(
-                            prefix + name,
-                            info.kind,  # type: ignore[arg-type]
-                            info.version,
-                            info.build_tag,
-                            info.tags,
-                        )
-                    )
+                    by_key[key] = candidate
+            except FileNotFoundError:
+                continue
 
     def descend(fd: int, path: tuple[str, ...]) -> bool:
         return not path[-1].startswith(".") and not _is_tree(fd)
 
     _fs.walk(package_fd, enter, descend=descend)
     settled = all(mtime < started - SETTLED_NS for *_, mtime in stamp)
-    return _Listing(tuple(stamp), candidates), settled
+    return _Listing(tuple(stamp), by_key, settled=settled)
 
 
 def _unchanged(package_fd: int, stamp: tuple[tuple[str, int, int, int], ...]) -> bool:
