@@ -224,24 +224,22 @@ class Store:
     def _package_folder(self, package: NormalizedName) -> Iterator[int | None]:
         """The package's folder, or ``None`` if there is none."""
         packages_fd = self._open(PACKAGES_DIR)
-        if packages_fd is None:
-            yield None
-            return
-        try:
+        package_fd = None
+        if packages_fd is not None:
             display = self._display(PACKAGES_DIR, package)
             try:
                 package_fd = _fs.open_dir(package, packages_fd, display=display)
             except FileNotFoundError:
-                yield None
-                return
+                pass
             except NotADirectoryError as exc:
                 raise UnsafePathError(display, "it is not a folder") from exc
-        finally:
-            os.close(packages_fd)
+            finally:
+                os.close(packages_fd)
         try:
             yield package_fd
         finally:
-            os.close(package_fd)
+            if package_fd is not None:
+                os.close(package_fd)
 
     def _path(self, package: str, key: str) -> Path:
         # One string to parse: much cheaper than joining parts (pathlib).
@@ -258,13 +256,18 @@ class Store:
             UnsafePathError: the package folder is a symbolic link.
         """
         found: list[Seen] = []
+
+        def on_file(key: str, folder_fd: int, name: str) -> None:
+            seen = _file_seen(key, folder_fd, name)
+            if seen is not None:
+                found.append(seen)
+
+        def on_tree(key: str, tree_fd: int) -> None:
+            found.append(_tree_seen(key, tree_fd))
+
         with self._package_folder(package) as package_fd:
             if package_fd is not None:
-                _walk_keys(
-                    package_fd,
-                    lambda key, fd, name: _append(found, _file_seen(key, fd, name)),
-                    lambda key, fd: found.append(_tree_seen(key, fd)),
-                )
+                _walk_keys(package_fd, on_file, on_tree)
         return found
 
     def entries(self, package: NormalizedName) -> list[Entry]:
@@ -554,9 +557,7 @@ class Store:
 
     def _seal(self, fd: int) -> None:
         """Record the staged file's size and times; sync it if durable."""
-        size = os.fstat(fd).st_size
-        record = {"format": RECORD_FORMAT, "size": size}
-        _fs.set_record(fd, json.dumps(record).encode())
+        _fs.set_record(fd, _record(os.fstat(fd).st_size))
         now = time.time()
         os.utime(fd, (now, now))
         if self.durable:
@@ -728,26 +729,29 @@ class Store:
             except UnsafePathError:
                 seen = []  # a planted link: removed below, never followed
             packages_fd = self._open(PACKAGES_DIR)
-            tmp_fd = None if packages_fd is None else self._ensure(STAGING_DIR)[0]
-            try:
-                if packages_fd is not None and tmp_fd is not None:
-                    aside = _staging_name(package)
-                    verify()
-                    try:
-                        os.rename(
-                            package, aside, src_dir_fd=packages_fd, dst_dir_fd=tmp_fd
-                        )
-                    except FileNotFoundError:
-                        pass
-                    else:
-                        if self.durable:
-                            os.fsync(packages_fd)
-            finally:
-                for fd in (packages_fd, tmp_fd):
-                    if fd is not None:
-                        os.close(fd)
+            if packages_fd is not None:
+                try:
+                    self._set_aside(packages_fd, package, verify)
+                finally:
+                    os.close(packages_fd)
             self.reap(package)
         return len(seen), sum(item.size for item in seen)
+
+    def _set_aside(self, packages_fd: int, package: str, verify: Verify) -> None:
+        """Rename the package's folder into ``tmp/`` and delete it there."""
+        tmp_fd, _ = self._ensure(STAGING_DIR)
+        try:
+            aside = _staging_name(package)
+            verify()
+            try:
+                os.rename(package, aside, src_dir_fd=packages_fd, dst_dir_fd=tmp_fd)
+            except FileNotFoundError:
+                return
+            if self.durable:
+                os.fsync(packages_fd)  # gone from its name before its files go
+            _discard(tmp_fd, aside)
+        finally:
+            os.close(tmp_fd)
 
     def clear_all(self, *, verify: Verify) -> tuple[list[NormalizedName], int, int]:
         """Empty the store, and ``tmp/`` but for live staging of this process.
@@ -940,11 +944,6 @@ def _warn_damaged(package: str, key: str, damage: str) -> None:
     )
 
 
-def _append(found: list[Seen], seen: Seen | None) -> None:
-    if seen is not None:
-        found.append(seen)
-
-
 def _is_tree(fd: int) -> bool:
     try:
         mode = os.stat(TREE_MARKER, dir_fd=fd, follow_symlinks=False).st_mode
@@ -994,13 +993,20 @@ def _file_seen(key: str, parent_fd: int, name: str) -> Seen | None:
     except FileNotFoundError:
         return None
     damage = None
-    if record is not None:
+    # The record is pkgcache's own: compared as bytes, parsed only to say
+    # what is wrong (parsing every record doubled the cost of a listing).
+    if record is not None and record != _record(st.st_size):
         recorded = _recorded_size(record)
-        if recorded is None:
+        if recorded is None or recorded == st.st_size:
             damage = "its record is unreadable"
-        elif recorded != st.st_size:
+        else:
             damage = f"{st.st_size} bytes, {recorded} when published"
     return Seen(key, False, st.st_size, st.st_mtime, st.st_atime, damage)
+
+
+def _record(size: int) -> bytes:
+    """The record of a file entry of ``size`` bytes, as stored."""
+    return b'{"format": %d, "size": %d}' % (RECORD_FORMAT, size)
 
 
 def _recorded_size(record: bytes) -> int | None:
@@ -1154,7 +1160,8 @@ def _check_removable(path: str) -> None:
         SourcePermissionError: the source's folder cannot be written.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.access(folder, os.W_OK | os.X_OK):
+    effective = os.access in os.supports_effective_ids
+    if not os.access(folder, os.W_OK | os.X_OK, effective_ids=effective):
         raise SourcePermissionError(
             errno.EACCES,
             f"cannot move {path} into the cache: its folder {folder} cannot be "
@@ -1217,7 +1224,7 @@ class _Chain:
         parent = self.packages_fd
         for depth, name in enumerate((self.package, *self.parts[:-1])):
             prefix = "/".join(self.parts[:depth])
-            display = store._display(PACKAGES_DIR, self.package, prefix)
+            display = store._display(PACKAGES_DIR, self.package, *self.parts[:depth])
             try:
                 if create:
                     fd, created = _fs.ensure_dir(name, parent, display=display)
