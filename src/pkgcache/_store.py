@@ -677,16 +677,12 @@ class Store:
         ):
             if not chain.open(create=False):
                 return False
-            tmp_fd, _ = self._ensure(STAGING_DIR)
-            try:
-                removed = self._remove_at(chain, tmp_fd, verify)
-            finally:
-                os.close(tmp_fd)
+            removed = self._remove_at(chain, verify)
             if removed:
                 chain.remove_empty_folders()
             return removed
 
-    def _remove_at(self, chain: _Chain, tmp_fd: int, verify: Verify) -> bool:
+    def _remove_at(self, chain: _Chain, verify: Verify) -> bool:
         """Remove the entry the chain leads to; ``False`` if there is none."""
         last, parent = chain.last, chain.parent
         try:
@@ -695,26 +691,40 @@ class Store:
             return False
         if stat.S_ISLNK(st.st_mode):
             raise UnsafePathError(chain.path(), "the entry is a symbolic link")
+        if stat.S_ISDIR(st.st_mode):
+            if chain.tree_seen() is None:
+                return False  # a folder of keys, not an entry
+            return self._set_aside(parent, last, chain.package, verify)
         verify()
-        if not stat.S_ISDIR(st.st_mode):
-            try:
-                os.unlink(last, dir_fd=parent)
-            except FileNotFoundError:
-                return False
-            return True
-        if chain.tree_seen() is None:
-            return False  # a folder of keys, not an entry
-        aside = _staging_name(chain.package)
         try:
-            os.rename(last, aside, src_dir_fd=parent, dst_dir_fd=tmp_fd)
+            os.unlink(last, dir_fd=parent)
         except FileNotFoundError:
             return False
-        if self.durable:
-            # Its contents are deleted next: first make sure the key no
-            # longer leads to them, or a power cut could show them half gone.
-            os.fsync(parent)
-        _discard(tmp_fd, aside)
         return True
+
+    def _set_aside(
+        self, folder_fd: int, name: str, package: str, verify: Verify
+    ) -> bool:
+        """Rename folder ``name`` into ``tmp/`` and delete it there.
+
+        Returns whether it was there. On a durable cache its old folder is
+        synced in between: the name no longer leads to the files before
+        they go, so a power cut never shows them half deleted.
+        """
+        tmp_fd, _ = self._ensure(STAGING_DIR)
+        try:
+            aside = _staging_name(package)
+            verify()
+            try:
+                os.rename(name, aside, src_dir_fd=folder_fd, dst_dir_fd=tmp_fd)
+            except FileNotFoundError:
+                return False
+            if self.durable:
+                os.fsync(folder_fd)
+            _discard(tmp_fd, aside)
+            return True
+        finally:
+            os.close(tmp_fd)
 
     def clear(self, package: NormalizedName, *, verify: Verify) -> tuple[int, int]:
         """Remove every entry of ``package`` and its staging leftovers.
@@ -731,27 +741,11 @@ class Store:
             packages_fd = self._open(PACKAGES_DIR)
             if packages_fd is not None:
                 try:
-                    self._set_aside(packages_fd, package, verify)
+                    self._set_aside(packages_fd, package, package, verify)
                 finally:
                     os.close(packages_fd)
             self.reap(package)
         return len(seen), sum(item.size for item in seen)
-
-    def _set_aside(self, packages_fd: int, package: str, verify: Verify) -> None:
-        """Rename the package's folder into ``tmp/`` and delete it there."""
-        tmp_fd, _ = self._ensure(STAGING_DIR)
-        try:
-            aside = _staging_name(package)
-            verify()
-            try:
-                os.rename(package, aside, src_dir_fd=packages_fd, dst_dir_fd=tmp_fd)
-            except FileNotFoundError:
-                return
-            if self.durable:
-                os.fsync(packages_fd)  # gone from its name before its files go
-            _discard(tmp_fd, aside)
-        finally:
-            os.close(tmp_fd)
 
     def clear_all(self, *, verify: Verify) -> tuple[list[NormalizedName], int, int]:
         """Empty the store, and ``tmp/`` but for live staging of this process.
