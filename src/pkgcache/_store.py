@@ -1116,14 +1116,14 @@ def _open_source(path: str) -> int:
         SourcePermissionError: it cannot be read.
         InvalidArtifact: not a regular file.
     """
+    not_regular = f"cannot store {path}: not a regular file"
     try:
         st = os.stat(path)
-        if stat.S_ISREG(st.st_mode):
-            fd = os.open(path, os.O_RDONLY | _fs.NONBLOCK | _fs.CLOEXEC)
-            st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode):
-                return fd
-            os.close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise InvalidArtifact(f"{not_regular} but a folder (see add_tree())")
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidArtifact(f"{not_regular} but a FIFO, socket or device")
+        fd = os.open(path, os.O_RDONLY | _fs.NONBLOCK | _fs.CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         raise SourceNotFound(
             errno.ENOENT, f"cannot store {path}: no such file", path
@@ -1132,15 +1132,12 @@ def _open_source(path: str) -> int:
         raise SourcePermissionError(
             exc.errno, f"cannot store {path}: {exc.strerror}", path
         ) from None
-    except OSError as exc:
-        if exc.errno != errno.ENXIO:  # ENXIO: a socket, swapped in meanwhile
-            raise InvalidArtifact(f"cannot store {path}: {exc.strerror}") from exc
-    what = (
-        "a folder (store folders with add_tree())"
-        if stat.S_ISDIR(st.st_mode)
-        else ("a FIFO, socket or device")
-    )
-    raise InvalidArtifact(f"cannot store {path}: not a regular file but {what}")
+    except OSError as exc:  # ENXIO: a socket, swapped in after the stat
+        raise InvalidArtifact(f"cannot store {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, swapped in meanwhile
+        os.close(fd)
+        raise InvalidArtifact(f"{not_regular} (it changed while being opened)")
+    return fd
 
 
 def _check_removable(path: str) -> None:
