@@ -98,10 +98,11 @@ STATES |= {
     for label, files in TREES.items()
 }
 
-# key -> (the operation that changes it, states before it returned, states after)
-# A removal is not made durable: the removed entry may come back whole.
+# key -> (the operation that changes it, states until it returned, states after)
+# Until an operation returned, its effect may or may not be on the disk. A
+# removal is not made durable: the removed entry may come back whole.
 EXPECTED = {
-    wheel("0.9"): ("remove 0.9", {"0.9"}, {"0.9", ABSENT}),
+    wheel("0.9"): ("remove 0.9", {"0.9", ABSENT}, {"0.9", ABSENT}),
     wheel("1.0"): ("replace 1.0", {"1.0 old", "1.0 new"}, {"1.0 new"}),
     wheel("2.0"): ("add 2.0", {ABSENT, "2.0"}, {"2.0"}),
     CUDA: ("add cuda/3.0", {ABSENT, "3.0"}, {"3.0"}),
