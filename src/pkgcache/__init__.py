@@ -11,6 +11,7 @@ from ._engine import Mode
 from ._errors import (
     CacheError,
     CachePermissionError,
+    EntryDamaged,
     EntryNotFound,
     InvalidArtifact,
     InvalidKey,
@@ -21,6 +22,7 @@ from ._errors import (
     LockUpgradeError,
     NotLockedError,
     SourceNotFound,
+    SourcePermissionError,
     StoreWriteError,
     UnsafePathError,
 )
@@ -41,6 +43,7 @@ __all__ = [
     "CacheView",
     "CleanReport",
     "Entry",
+    "EntryDamaged",
     "EntryNotFound",
     "Holder",
     "InvalidArtifact",
@@ -56,6 +59,7 @@ __all__ = [
     "NotLockedError",
     "PruneReport",
     "SourceNotFound",
+    "SourcePermissionError",
     "StoreWriteError",
     "UnsafePathError",
     "__version__",

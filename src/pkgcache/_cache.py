@@ -55,6 +55,7 @@ at all is not excluded by anything.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -63,17 +64,21 @@ from logging import DEBUG
 from pathlib import Path
 from types import TracebackType
 
+from packaging.requirements import Requirement
+from packaging.tags import Tag
 from packaging.utils import NormalizedName
 from typing_extensions import Self
 
-from . import _lockset, _process
+from . import _lockset, _maintenance, _process
 from ._engine import Expired
-from ._errors import LockOrderError, LockTimeout, NotLockedError
+from ._errors import CacheError, LockOrderError, LockTimeout, NotLockedError
 from ._holders import Holder
 from ._names import canonical_name
 from ._processlock import LockStatistics
+from ._ranking import parse_requirement
+from ._records import CacheInfo, CleanReport, Entry, PruneReport
 from ._space import LOCKS_DIR, LockSpace, Plan, lock_space
-from ._store import CacheStoreMethods, TransactionStoreMethods, ViewStoreMethods
+from ._store import Store, choose_package
 from ._timeouts import DEFAULT_TIMEOUT, _resolve_timeout
 from ._timeouts import _DefaultTimeout as _DefaultTimeout  # noqa: PLC0414 - uv.py, plugin
 from ._waits import logger
@@ -337,7 +342,11 @@ class LockRequest:
             )
 
     def _verify(self) -> None:
-        """Raise if a lock of this block was lost (see LockEngine.check)."""
+        """Raise if a lock of this block was lost (see LockEngine.check).
+
+        The store calls it right before each rename that publishes or
+        removes an entry.
+        """
         self._require_open()
         for lock, _ in self._plan:
             lock.engine.check()
@@ -348,7 +357,7 @@ class LockRequest:
         return f"<{name} {list(self.packages)} of {self.cache.root} ({state})>"
 
 
-class CacheView(LockRequest, ViewStoreMethods):
+class CacheView(LockRequest):
     """What :meth:`Cache.reading` returns: shared locks, and proof of them.
 
     ``with cache.reading("a") as view:`` takes the locks and gives back the
@@ -357,12 +366,85 @@ class CacheView(LockRequest, ViewStoreMethods):
 
     __slots__ = ()
 
+    # -- the store (see pkgcache._store): reads need the package held --------
 
-class CacheTransaction(CacheView, TransactionStoreMethods):
+    def entries(self, package: str) -> list[Entry]:
+        """Every entry of ``package``, sorted by key.
+
+        Damaged entries (see :doc:`store`) are left out, with a warning.
+
+        Raises:
+            NotLockedError: this handle does not hold ``package``.
+            UnsafePathError: the package's folder is a symbolic link.
+        """
+        return self.cache._store().entries(self.covers(package))
+
+    def find(
+        self,
+        requirement: str | Requirement,
+        *,
+        kind: str | None = None,
+        tags: Iterable[Tag] | None = None,
+    ) -> Entry | None:
+        """The best stored wheel or sdist for ``requirement``, or ``None``.
+
+        Wheels are kept if one of their tags is in ``tags`` (by default
+        :func:`packaging.tags.sys_tags`, the tags this interpreter supports).
+        Among the entries left, the best has the highest version the
+        specifier allows (PEP 440: pre-releases only if the specifier names
+        one, or if no final release matches), then the highest build tag,
+        then a wheel over an sdist, then the most preferred tag (earliest in
+        ``tags``), then the shortest key, then the first key in sorted
+        order. Extras and markers are ignored. A damaged entry is skipped
+        for the next best, with a warning. Records the entry's use (see
+        :meth:`Cache.prune`).
+
+        Args:
+            requirement: a PEP 508 string (``"setuptools-scm>=8"``) or a
+                :class:`packaging.requirements.Requirement`.
+            kind: ``"wheel"``, ``"sdist"``, or ``None`` for both.
+            tags: supported tags, most preferred first.
+
+        Raises:
+            InvalidRequirement: ``requirement`` does not parse.
+            NotLockedError: this handle does not hold the package.
+        """
+        req = parse_requirement(requirement)
+        package = self.covers(req.name)
+        return self.cache._store().find(package, req.specifier, kind=kind, tags=tags)
+
+    def path(self, package: str, key: str) -> Path:
+        """Where entry ``key`` of ``package`` is; valid while the block is open.
+
+        Records the entry's use (see :meth:`Cache.prune`).
+
+        Raises:
+            EntryNotFound: there is no such entry.
+            EntryDamaged: the entry fails its check (see :doc:`store`).
+            InvalidKey: ``key`` is not a valid key.
+            NotLockedError: this handle does not hold ``package``.
+            UnsafePathError: the entry, or a folder on its way, is a symbolic
+                link (its target is left untouched).
+        """
+        return self.entry(package, key).path
+
+    def entry(self, package: str, key: str) -> Entry:
+        """The entry ``key`` of ``package``, with its use recorded.
+
+        Raises the same errors as :meth:`path`.
+        """
+        return self.cache._store().entry(self.covers(package), key)
+
+
+class CacheTransaction(CacheView):
     """What :meth:`Cache.exclusive` returns: exclusive locks, and proof of them.
 
     It reads every package it holds and writes the ones it holds
     exclusively: ``packages``, or every package inside ``exclusive()``.
+
+    Inside ``exclusive()`` (no packages) it covers every package. The write
+    methods take the package from ``package=``, else from the one package
+    the transaction holds, else (for a wheel or sdist) from the file name.
     """
 
     __slots__ = ()
@@ -395,8 +477,101 @@ class CacheTransaction(CacheView, TransactionStoreMethods):
             )
         return name
 
+    def _target(self, package: str | None, key: object = None) -> NormalizedName:
+        """The package a write is about (see :func:`pkgcache._store.choose_package`)."""
+        held, whole = self.packages, self.whole_cache
+        return self._writable(choose_package(package, held, whole, key))
 
-class Cache(CacheStoreMethods):
+    # -- the store (see pkgcache._store): writes need the package exclusive --
+
+    def add(
+        self,
+        src: str | os.PathLike[str],
+        *,
+        key: str | None = None,
+        move: bool = False,
+        package: str | None = None,
+    ) -> Entry:
+        """Store the file ``src`` as entry ``key`` (default: its file name).
+
+        The file is copied (or, with ``move=True``, renamed when it is on the
+        same file system, else copied and then deleted) into a staging file
+        under ``<root>/tmp/``, synced to disk (unless the cache is not
+        ``durable``), then renamed into place: readers see the old entry or
+        the new one, never a part, and once this returns the entry survives
+        a power cut. An entry with the same key is replaced. ``src`` must be
+        a regular file; nothing waits on a FIFO.
+
+        With ``move=True`` the call either stores the entry and returns, or
+        raises and stores nothing, leaving ``src`` in place.
+
+        Raises:
+            InvalidKey: ``key`` is invalid, or a folder on its way is an
+                entry, or it names a folder of other entries.
+            InvalidArtifact: a ``.whl``, ``.tar.gz`` or ``.zip`` name does
+                not parse as a wheel or sdist of the package; ``src`` is not a
+                regular file.
+            SourceNotFound: ``src`` does not exist.
+            SourcePermissionError: ``src`` cannot be read, or with
+                ``move=True`` its folder cannot be written.
+            StoreWriteError: the file system failed (disk full, I/O error);
+                nothing visible changed.
+            CachePermissionError: the cache is read-only.
+            UnsafePathError: a symbolic link is planted on the entry's way.
+            NotLockedError: this transaction does not hold the package.
+        """
+        name = self._target(package, os.fspath(src) if key is None else key)
+        return self.cache._store().add(name, src, key, move=move, verify=self._verify)
+
+    def add_tree(
+        self, key: str, *, package: str | None = None
+    ) -> contextlib.AbstractContextManager[Path]:
+        """Build a folder entry: ``with txn.add_tree(key) as staging:``.
+
+        ``staging`` is an empty folder under ``<root>/tmp/``. When the block
+        ends without an exception, pkgcache adds its marker file
+        (``.pkgcache-tree``: size and creation time), syncs every file and
+        folder of the tree (unless the cache is not ``durable``), and renames
+        the folder to ``<root>/packages/<name>/<key>`` in one step, replacing
+        any entry with that key; on an exception the folder is deleted. The
+        key is checked at once, before the block.
+
+        Raises the errors of :meth:`add` that apply.
+        """
+        name = self._target(package)
+        return self.cache._store().add_tree(name, key, verify=self._verify)
+
+    def remove(self, key: str, *, package: str | None = None) -> bool:
+        """Remove entry ``key``; return ``False`` if there was none.
+
+        A damaged entry is removed like any other.
+
+        Raises:
+            InvalidKey: ``key`` is not a valid key.
+            UnsafePathError: the entry is a symbolic link (left in place).
+            NotLockedError: this transaction does not hold the package.
+        """
+        name = self._target(package, key)
+        return self.cache._store().remove(name, key, verify=self._verify)
+
+    def clear(self, *, package: str | None = None) -> int:
+        """Remove every entry of the packages held (or of ``package``).
+
+        Inside ``exclusive()`` without a ``package``, empties the store.
+        Also deletes staging leftovers of those packages. Returns the number
+        of entries removed.
+        """
+        store = self.cache._store()
+        if package is not None:
+            names = [self._writable(package)]
+        elif self.whole_cache:
+            names = store.package_names()
+        else:
+            names = [self._writable(name) for name in self.packages]
+        return sum(store.clear(name, verify=self._verify)[0] for name in names)
+
+
+class Cache:
     """A package cache shared by threads and processes.
 
     ``Cache(root)`` does no I/O. The root, ``<root>/.lock``, ``<root>/locks/``
@@ -414,19 +589,34 @@ class Cache(CacheStoreMethods):
         root: the cache folder.
         timeout: default seconds to wait for a lock; ``None`` waits forever,
             ``0`` never waits.
+        durable: sync every entry to disk before ``add()`` or ``add_tree()``
+            returns (see :doc:`store`). ``False`` is faster, for throw-away
+            caches and tests: a power cut (not a crash) may then lose or
+            truncate entries published in the last seconds or so.
+
+    Attributes:
+        timeout: the default timeout.
+        durable: whether publishing syncs to disk.
     """
 
     # False for a root another tool owns (see _attach).
     _tag_root = True
 
     def __init__(
-        self, root: str | os.PathLike[str], *, timeout: float | None = None
+        self,
+        root: str | os.PathLike[str],
+        *,
+        timeout: float | None = None,
+        durable: bool = True,
     ) -> None:
         self._root = Path(os.path.abspath(os.fspath(root)))
         self._real_root = os.path.realpath(self._root)
         self.timeout = _resolve_timeout(timeout, None)
+        self.durable = bool(durable)
         self._locks_path = os.path.join(self._real_root, LOCKS_DIR)
         self._space: LockSpace | None = None
+        self._artifacts: Store | None = None
+        self._artifacts_fd = -1
 
     @classmethod
     def _attach(
@@ -456,7 +646,8 @@ class Cache(CacheStoreMethods):
         return self._root
 
     def __repr__(self) -> str:
-        return f"Cache({str(self._root)!r}, timeout={self.timeout!r})"
+        durable = "" if self.durable else ", durable=False"
+        return f"Cache({str(self._root)!r}, timeout={self.timeout!r}{durable})"
 
     def _open_space(self) -> LockSpace:
         self._space = lock_space(
@@ -473,6 +664,83 @@ class Cache(CacheStoreMethods):
         ):
             space = self._open_space()
         return space
+
+    def _store(self) -> Store:
+        """The artifact store of the root the locks are taken in."""
+        if not self._tag_root:
+            raise CacheError(
+                f"{self.root} belongs to another tool (an attached cache): it "
+                "has locks but no artifact store"
+            )
+        space = self._lock_space()
+        fd = space.root_folder.fd
+        if fd is None:
+            raise CacheError("the artifact store needs folder descriptors")
+        store = self._artifacts
+        # A new store when the root folder was opened anew (after a fork,
+        # or the root was replaced): the old descriptor is closed.
+        if store is None or self._artifacts_fd != fd:
+            store = self._artifacts = Store(space.root, fd, durable=self.durable)
+            self._artifacts_fd = fd
+        return store
+
+    # -- the store's maintenance (see pkgcache._maintenance) -----------------------
+
+    def clean(
+        self, *packages: str, timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT
+    ) -> CleanReport:
+        """Remove every entry of ``packages``, or of the whole store.
+
+        With packages, each is emptied in turn under its exclusive lock, so
+        work on other packages goes on. Without, the whole store is emptied
+        under the whole-cache exclusive lock. Lock files, ``CACHEDIR.TAG``
+        and the root stay. Staging leftovers of the packages are deleted.
+
+        Raises:
+            InvalidPackageName: a name is not a valid project name.
+            LockTimeout: a lock was not granted in time (packages cleaned
+                before it stay cleaned).
+            CachePermissionError: the cache is read-only.
+        """
+        return _maintenance.clean(self, self._store(), packages, timeout)
+
+    def prune(
+        self,
+        *,
+        max_bytes: int | None = None,
+        older_than: float | None = None,
+        timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT,
+    ) -> PruneReport:
+        """Remove least recently used entries; reap dead writers' leftovers.
+
+        Takes ``<root>/.lock`` shared (waiting up to ``timeout``), lists
+        every entry, then removes damaged entries (see :doc:`store`), those
+        last used more than ``older_than`` seconds ago, and more, least
+        recently used first, until the store holds at most ``max_bytes``.
+        Each package is taken exclusively only if that needs no waiting: a
+        package another thread or process holds (or this thread holds
+        shared) is skipped (reported in ``skipped``), never waited for. An
+        entry used after the listing is kept. Staging leftovers in
+        ``<root>/tmp/`` whose package lock is free are deleted: their
+        writer is gone.
+
+        Raises:
+            ValueError: a negative or non-numeric limit.
+            LockTimeout: the whole-cache lock was not granted in time.
+        """
+        return _maintenance.prune(self, self._store(), max_bytes, older_than, timeout)
+
+    def info(
+        self, *, timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT
+    ) -> CacheInfo:
+        """Count packages, entries, bytes and staging, under ``<root>/.lock`` shared.
+
+        Package locks are not taken: a package being written meanwhile is
+        counted before or after the change. ``staging_entries`` and
+        ``staging_bytes`` count ``<root>/tmp/``: writes under way and the
+        leftovers of writers that died, which :meth:`prune` reaps.
+        """
+        return _maintenance.info(self, self._store(), timeout)
 
     # -- the lock API ----------------------------------------------------------
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CacheError",
     "CachePermissionError",
+    "EntryDamaged",
     "EntryNotFound",
     "InvalidArtifact",
     "InvalidKey",
@@ -29,6 +30,7 @@ __all__ = [
     "LockUpgradeError",
     "NotLockedError",
     "SourceNotFound",
+    "SourcePermissionError",
     "StoreWriteError",
     "UnsafePathError",
 ]
@@ -165,6 +167,15 @@ class SourceNotFound(CacheError, FileNotFoundError):
     """The file given to :meth:`CacheTransaction.add` does not exist."""
 
 
+class SourcePermissionError(CacheError, PermissionError):
+    """The file given to :meth:`CacheTransaction.add` cannot be used as asked.
+
+    It cannot be read by this process, or, with ``move=True``, its folder
+    does not let this process remove it (a read-only mount, for example).
+    Nothing is stored when this is raised, and the source is left as it was.
+    """
+
+
 class EntryNotFound(CacheError, LookupError):
     """No entry of that package has that key."""
 
@@ -175,6 +186,33 @@ class EntryNotFound(CacheError, LookupError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+    def __reduce__(self) -> tuple[type[EntryNotFound], tuple[str, str]]:
+        # Process pools pickle errors: rebuild from the fields, not ``args``.
+        return type(self), (self.package, self.key)
+
+
+class EntryDamaged(EntryNotFound):
+    """The entry is there but fails its check, so it is not handed out.
+
+    A file whose size is not the size recorded when it was published, or a
+    tree whose marker file is unreadable: what a power cut leaves of an
+    entry published with ``durable=False``, or a file changed behind the
+    store's back. Also an :class:`EntryNotFound`, so code that rebuilds a
+    missing entry rebuilds a damaged one; :meth:`CacheTransaction.remove`,
+    :meth:`Cache.clean` and :meth:`Cache.prune` remove it.
+
+    Attributes:
+        reason: what does not match.
+    """
+
+    def __init__(self, package: str, key: str, reason: str) -> None:
+        super().__init__(package, key)
+        self.reason = reason
+        self.args = (f"entry {key!r} of package {package!r} is damaged: {reason}",)
+
+    def __reduce__(self) -> tuple[type[EntryNotFound], tuple[str, str, str]]:  # type: ignore[override]
+        return type(self), (self.package, self.key, self.reason)
 
 
 class StoreWriteError(CacheError, OSError):
