@@ -18,6 +18,7 @@ from ._errors import (
     LockOrderError,
     LockTimeout,
     LockUpgradeError,
+    NotACacheError,
     NotLockedError,
     SourceNotFound,
     StoreWriteError,
@@ -26,6 +27,7 @@ from ._errors import (
 from ._holders import Holder
 from ._names import canonical_name
 from ._records import CacheInfo, CleanReport, Entry, PruneReport
+from ._timeouts import DefaultTimeout
 
 __version__ = "0.1.0"
 
@@ -38,6 +40,7 @@ __all__ = [
     "CacheTransaction",
     "CacheView",
     "CleanReport",
+    "DefaultTimeout",
     "Entry",
     "EntryNotFound",
     "Holder",
@@ -49,6 +52,7 @@ __all__ = [
     "LockRequest",
     "LockTimeout",
     "LockUpgradeError",
+    "NotACacheError",
     "NotLockedError",
     "PruneReport",
     "SourceNotFound",
@@ -57,3 +61,12 @@ __all__ = [
     "__version__",
     "canonical_name",
 ]
+
+# Public names say where to import them from: ``pkgcache.LockTimeout``, not
+# ``pkgcache._errors.LockTimeout``, in reprs, tracebacks, pickles and the API
+# reference (trio does the same).
+for _name in __all__:
+    _value = globals()[_name]
+    if callable(_value) and _value.__module__.startswith(f"{__name__}._"):
+        _value.__module__ = __name__
+del _name, _value

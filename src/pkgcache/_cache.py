@@ -74,7 +74,7 @@ from types import TracebackType
 from packaging.utils import NormalizedName
 from typing_extensions import Self
 
-from . import _oslock
+from . import _layout, _oslock
 from ._errors import (
     CacheError,
     CachePermissionError,
@@ -97,8 +97,8 @@ from ._processlock import (
     _File,
 )
 from ._store import CacheStoreMethods, TransactionStoreMethods, ViewStoreMethods
-from ._timeouts import DEFAULT_TIMEOUT, _resolve_timeout
-from ._timeouts import _DefaultTimeout as _DefaultTimeout  # noqa: PLC0414 - uv.py, plugin
+from ._timeouts import DEFAULT_TIMEOUT, DefaultTimeout, _resolve_timeout
+from ._timeouts import _DefaultTimeout as _DefaultTimeout  # noqa: PLC0414 - 0.1 name
 from ._waits import _watchdog, logger
 
 __all__ = ["DEFAULT_TIMEOUT", "Cache", "CacheTransaction", "CacheView", "LockRequest"]
@@ -259,6 +259,8 @@ class _Space:
             package,
             lock_file,
             gate_file,
+            cache_root=self.root,
+            root_lock=None if package is None else self.root_lock,
         )
         _table.register(lock)
         return lock
@@ -505,9 +507,16 @@ class CacheTransaction(CacheView, TransactionStoreMethods):
 class Cache(CacheStoreMethods):
     """A package cache shared by threads and processes.
 
-    ``Cache(root)`` does no I/O. The root, ``<root>/.lock``, ``<root>/locks/``
-    and ``<root>/CACHEDIR.TAG`` are created on first use; a cache that
-    exists but cannot be written can still be read.
+    ``Cache(root)`` creates nothing. The root, ``<root>/.lock``,
+    ``<root>/locks/`` and ``<root>/CACHEDIR.TAG`` are created on first use; a
+    cache that exists but cannot be written can still be read.
+
+    The root may be missing, empty, or a pkgcache cache already. Any other
+    existing folder is refused at once, before anything is written: a home
+    folder or a project would get a ``CACHEDIR.TAG`` (backup tools skip
+    tagged folders), and ``uv cache prune`` would delete a ``locks/`` folder
+    put into a uv cache (use :class:`pkgcache.uv.UvCache` for one). The
+    ``pkgcache`` command applies the same rule.
 
     Every :class:`Cache` object on the same root (after resolving links) in
     one process shares one set of locks, so two objects behave like one.
@@ -515,18 +524,29 @@ class Cache(CacheStoreMethods):
     child holds none of the parent's locks).
 
     Args:
-        root: the cache folder.
+        root: the cache folder; ``~`` is expanded.
         timeout: default seconds to wait for a lock; ``None`` waits forever,
             ``0`` never waits.
+        adopt: take an existing folder that holds other files as the cache
+            root all the same (it gets the cache files above).
+
+    Raises:
+        NotACacheError: ``root`` is a uv cache or a folder of other files,
+            and ``adopt`` is false.
+        UnsafePathError: ``root`` exists and is not a folder.
     """
 
     # False for a root another tool owns (see _attach).
     _tag_root = True
 
     def __init__(
-        self, root: str | os.PathLike[str], *, timeout: float | None = None
+        self,
+        root: str | os.PathLike[str],
+        *,
+        timeout: float | None = None,
+        adopt: bool = False,
     ) -> None:
-        self._root = Path(os.path.abspath(os.fspath(root)))
+        self._root = _layout.cache_root(root, adopt=adopt)
         self._real_root = os.path.realpath(self._root)
         self.timeout = _resolve_timeout(timeout, None)
         self._locks_path = os.path.join(self._real_root, LOCKS_DIR)
@@ -549,14 +569,14 @@ class Cache(CacheStoreMethods):
         Every process that works on ``root`` must pass the same
         ``locks_path``, or their package locks do not meet.
         """
-        cache = cls(root, timeout=timeout)
+        cache = cls(root, timeout=timeout, adopt=True)
         cache._locks_path = os.path.realpath(os.fspath(locks_path))
         cache._tag_root = False
         return cache
 
     @property
     def root(self) -> Path:
-        """The cache folder, as given (made absolute)."""
+        """The cache folder, as given (``~`` expanded, made absolute)."""
         return self._root
 
     def __repr__(self) -> str:
@@ -569,7 +589,7 @@ class Cache(CacheStoreMethods):
     # -- the lock API ----------------------------------------------------------
 
     def reading(
-        self, *packages: str, timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT
+        self, *packages: str, timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT
     ) -> CacheView:
         """Hold shared locks: the whole cache, and each package named.
 
@@ -602,7 +622,7 @@ class Cache(CacheStoreMethods):
         )
 
     def exclusive(
-        self, *packages: str, timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT
+        self, *packages: str, timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT
     ) -> CacheTransaction:
         """Hold exclusive locks: each package named, or the whole cache.
 

@@ -217,7 +217,10 @@ class ProcessLock:
     """The reader/writer lock of one lock file, for all threads of a process.
 
     ``key`` orders locks globally (see :mod:`pkgcache._cache`); ``package`` is
-    the canonical name or ``None`` for the whole-cache lock.
+    the canonical name or ``None`` for the whole-cache lock. ``cache_root``
+    names the cache in messages, and ``root_lock`` is the whole-cache lock of
+    the same cache (``self`` for the whole-cache lock), so a report on a
+    package wait can name whole-cache holders too.
     """
 
     def __init__(
@@ -227,10 +230,15 @@ class ProcessLock:
         package: str | None,
         lock_file: _File,
         gate_file: _File,
+        *,
+        cache_root: str = "",
+        root_lock: ProcessLock | None = None,
     ) -> None:
         self.table = table
         self.key = key
         self.package = package
+        self.cache_root = cache_root
+        self.root_lock = self if root_lock is None else root_lock
         self._lock_file = lock_file
         self._gate_file = gate_file
         self._quick = lock_file.directory.quick

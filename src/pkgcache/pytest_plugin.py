@@ -33,8 +33,9 @@ from pathlib import Path
 
 import pytest
 
-from ._cache import DEFAULT_TIMEOUT, Cache, _DefaultTimeout
+from ._cache import Cache
 from ._names import canonical_name
+from ._timeouts import DEFAULT_TIMEOUT, DefaultTimeout
 
 __all__ = ["CacheFactory", "pkgcache", "pkgcache_factory"]
 
@@ -75,7 +76,7 @@ class CacheFactory:
         self,
         name: str | None = None,
         *,
-        timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT,
+        timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT,
     ) -> Cache:
         """A cache in ``<base>/<name>``; ``name`` must be a plain name, not a path.
 
@@ -87,7 +88,7 @@ class CacheFactory:
             name = f"cache-{self._count}"
             self._count += 1
         folder = canonical_name(name)
-        if isinstance(timeout, _DefaultTimeout):
+        if timeout is DEFAULT_TIMEOUT:
             timeout = self.timeout
         cache = Cache(self.base / folder, timeout=timeout)
         self.caches.append(cache)
