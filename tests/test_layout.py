@@ -102,10 +102,11 @@ def test_home_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert not Path("~").exists()  # nothing named "~" in the working folder
 
 
-def test_a_file_is_refused_at_once(tmp_path: Path) -> None:
+def test_a_file_is_refused_at_first_use(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a folder")
+    cache = pkgcache.Cache(tmp_path / "file")
     with pytest.raises(pkgcache.UnsafePathError, match="not a directory"):
-        pkgcache.Cache(tmp_path / "file")
+        cache.reading().__enter__()
     assert (tmp_path / "file").read_text() == "not a folder"
 
 

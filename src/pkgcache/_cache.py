@@ -533,7 +533,6 @@ class Cache(CacheStoreMethods):
     Raises:
         NotACacheError: ``root`` is a uv cache or a folder of other files,
             and ``adopt`` is false.
-        UnsafePathError: ``root`` exists and is not a folder.
     """
 
     # False for a root another tool owns (see _attach).

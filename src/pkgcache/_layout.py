@@ -26,7 +26,7 @@ import re
 import stat
 from pathlib import Path
 
-from ._errors import NotACacheError, UnsafePathError
+from ._errors import NotACacheError
 
 __all__ = ["FolderKind", "cache_root", "expand", "folder_kind"]
 
@@ -87,18 +87,17 @@ def folder_kind(path: Path) -> tuple[FolderKind, list[str]]:
 def cache_root(root: str | os.PathLike[str], *, adopt: bool = False) -> Path:
     """``root`` expanded, if it may become a cache (see the module docstring).
 
-    ``adopt=True`` accepts any folder as it is.
+    ``adopt=True`` accepts any folder as it is. A path that is not a folder
+    passes too: opening the cache refuses it (``UnsafePathError``), as it
+    refuses a file that takes a folder's place later.
 
     Raises:
         NotACacheError: ``root`` is a uv cache, or a folder of other files.
-        UnsafePathError: ``root`` exists and is not a folder.
     """
     path = expand(root)
     if adopt:
         return path
     kind, names = folder_kind(path)
-    if kind is FolderKind.NOT_A_FOLDER:
-        raise UnsafePathError(path, "the cache root is not a directory")
     if kind is FolderKind.UV:
         raise NotACacheError(
             path,
