@@ -935,7 +935,7 @@ def test_info_counts_staging_leftovers(
     code, out, _ = run_main(capsys, "--cache-dir", str(root), "info")
     assert code == 0
     assert out.splitlines()[4] == (
-        "staging:  1 leftovers, 8.8 KiB (9000 bytes); 'pkgcache prune' reaps "
+        "staging:  1 leftover, 8.8 KiB (9000 bytes); 'pkgcache prune' reaps "
         "those of dead writers"
     )
     code, out, _ = run_main(capsys, "--cache-dir", str(root), "info", "--json")
@@ -996,7 +996,7 @@ def test_remove_one_version_or_one_entry(
     cache = populate(root, tmp_path / "work")
     code, out, err = run_main(capsys, "--cache-dir", str(root), "remove", "A==1.0")
     assert (code, err) == (0, "")
-    assert out == "removed a a-1.0.tar.gz (1000 B)\nremoved 1 entries, freed 1000 B\n"
+    assert out == "removed a a-1.0.tar.gz (1000 B)\nremoved 1 entry, freed 1000 B\n"
     assert cache.info().per_package == {"a": (1, 2000), "b": (1, 500)}
     code, out, err = run_main(
         capsys,
@@ -1077,7 +1077,7 @@ def test_prune_reports_removed_freed_and_skipped(
     assert (code, err) == (0, "")
     assert out.splitlines() == [
         "removed a a-1.0.tar.gz (1000 B)",
-        "removed 1 entries, freed 1000 B; reaped 0 staging leftovers",
+        "removed 1 entry, freed 1000 B; reaped 0 staging leftovers",
     ]
     with held_in_thread(cache, "r", "b"):
         code, out, err = run_main(

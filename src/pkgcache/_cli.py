@@ -478,6 +478,13 @@ def _logging(args: argparse.Namespace) -> Iterator[None]:
         logger.setLevel(previous)
 
 
+def _count(number: int, noun: str) -> str:
+    """``1 entry``, ``2 entries``, ``0 staging leftovers``."""
+    if number == 1:
+        return f"1 {noun}"
+    return f"{number} {noun[:-1] + 'ies' if noun.endswith('y') else noun + 's'}"
+
+
 def _what(packages: Sequence[str]) -> str:
     return ", ".join(packages) if packages else "the whole cache"
 
@@ -495,11 +502,29 @@ def _print_removed(entries: Iterable[Entry]) -> None:
         print(f"removed {entry.package} {entry.key} ({format_size(entry.size)})")
 
 
-def _refuse_with_uv(args: argparse.Namespace, instead: str) -> None:
-    if args.uv:
+# What to use instead of the commands that read pkgcache's own entries.
+_NOT_WITH_UV = {
+    "info": "uv cache size",
+    "list": "uv cache dir",
+    "remove": "pkgcache --uv clean PKG",
+}
+
+
+def _refuse_with_uv(args: argparse.Namespace) -> None:
+    """Refuse, before asking uv anything, what ``--uv`` cannot do."""
+    if not args.uv:
+        return
+    if args.command in _NOT_WITH_UV:
         raise UsageError(
             f"'{args.command}' reads pkgcache's own entries, which a uv cache "
-            f"does not have (try '{instead}')"
+            f"does not have (try '{_NOT_WITH_UV[args.command]}')"
+        )
+    if args.command == "prune" and (
+        args.max_size is not None or args.older_than is not None
+    ):
+        raise UsageError(
+            "--max-size and --older-than prune pkgcache's own entries; "
+            "'pkgcache --uv prune' runs 'uv cache prune'"
         )
 
 
@@ -530,37 +555,36 @@ _STAGING_FIELDS = ("staging_entries", "staging_bytes")
 
 
 def _cmd_info(args: argparse.Namespace, root: Path) -> int:
-    _refuse_with_uv(args, "uv cache size")
     exists = root.exists()
+    # A cache that does not exist yet counts zero of everything CacheInfo
+    # counts (whatever fields this version of it has).
+    data: dict[str, Any] = {field.name: 0 for field in attrs.fields(CacheInfo)}
     if exists:
-        info = _cache(args, root).info(timeout=args.timeout)
-    else:
-        info = CacheInfo(root=root, packages=0, entries=0, bytes=0, per_package={})
+        data.update(attrs.asdict(_cache(args, root).info(timeout=args.timeout)))
+    data["root"] = str(root)
+    data["exists"] = exists
+    data["per_package"] = {
+        name: {"entries": entries, "bytes": size}
+        for name, (entries, size) in sorted((data["per_package"] or {}).items())
+    }
     if args.json:
-        data = attrs.asdict(info, recurse=False)
-        data["root"] = str(info.root)
-        data["exists"] = exists
-        data["per_package"] = {
-            name: {"entries": entries, "bytes": size}
-            for name, (entries, size) in sorted(info.per_package.items())
-        }
         _print_json(data, sys.stdout)
         return EXIT_OK
-    print(f"cache:    {info.root}{'' if exists else ' (does not exist yet)'}")
-    print(f"packages: {info.packages}")
-    print(f"entries:  {info.entries}")
-    print(f"size:     {format_size(info.bytes)} ({info.bytes} bytes)")
-    if all(hasattr(info, field) for field in _STAGING_FIELDS):
-        count, size = (getattr(info, field) for field in _STAGING_FIELDS)
+    print(f"cache:    {root}{'' if exists else ' (does not exist yet)'}")
+    print(f"packages: {data['packages']}")
+    print(f"entries:  {data['entries']}")
+    print(f"size:     {format_size(data['bytes'])} ({data['bytes']} bytes)")
+    if all(field in data for field in _STAGING_FIELDS):
+        count, size = (data[field] for field in _STAGING_FIELDS)
         print(
-            f"staging:  {count} leftovers, {format_size(size)} ({size} bytes)"
+            f"staging:  {_count(count, 'leftover')}, {format_size(size)} "
+            f"({size} bytes)"
             + ("; 'pkgcache prune' reaps those of dead writers" if count else "")
         )
     return EXIT_OK
 
 
 def _cmd_list(args: argparse.Namespace, root: Path) -> int:
-    _refuse_with_uv(args, "uv cache dir")
     packages = tuple(args.packages)
     entries: list[Entry] = []
     if root.exists():
@@ -619,14 +643,14 @@ def _cmd_clean(args: argparse.Namespace, root: Path) -> int:
         )
     else:
         print(
-            f"cleaned {_what(packages)}: removed {report.entries_removed} "
-            f"entries, freed {format_size(report.bytes_freed)}"
+            f"cleaned {_what(packages)}: removed "
+            f"{_count(report.entries_removed, 'entry')}, freed "
+            f"{format_size(report.bytes_freed)}"
         )
     return EXIT_OK
 
 
 def _cmd_remove(args: argparse.Namespace, root: Path) -> int:
-    _refuse_with_uv(args, "pkgcache --uv clean PKG")
     requirement: Requirement = args.requirement
     name = canonical_name(requirement.name)
     keys = set(args.key)
@@ -662,7 +686,7 @@ def _cmd_remove(args: argparse.Namespace, root: Path) -> int:
         )
         return EXIT_OK
     _print_removed(removed)
-    print(f"removed {len(removed)} entries, freed {format_size(freed)}")
+    print(f"removed {_count(len(removed), 'entry')}, freed {format_size(freed)}")
     missing = sorted(keys - {entry.key for entry in removed})
     if missing:
         _note(args, f"no entry {', '.join(map(repr, missing))} in package {name!r}")
@@ -672,11 +696,6 @@ def _cmd_remove(args: argparse.Namespace, root: Path) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace, root: Path) -> int:
-    if args.uv and (args.max_size is not None or args.older_than is not None):
-        raise UsageError(
-            "--max-size and --older-than prune pkgcache's own entries; "
-            "'pkgcache --uv prune' runs 'uv cache prune'"
-        )
     if not root.exists():
         if args.json:
             _print_json(
@@ -717,9 +736,9 @@ def _cmd_prune(args: argparse.Namespace, root: Path) -> int:
         return EXIT_OK
     _print_removed(report.removed)
     print(
-        f"removed {len(report.removed)} entries, freed "
-        f"{format_size(report.bytes_freed)}; reaped {report.reaped} staging "
-        "leftovers"
+        f"removed {_count(len(report.removed), 'entry')}, freed "
+        f"{format_size(report.bytes_freed)}; reaped "
+        f"{_count(report.reaped, 'staging leftover')}"
     )
     if report.skipped:
         print(f"skipped (in use): {', '.join(report.skipped)}")
@@ -882,6 +901,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SystemExit as exc:  # --help and --version, after printing
             return exc.code if isinstance(exc.code, int) else EXIT_USAGE
         _timeout_from_environment(args)
+        _refuse_with_uv(args)
         with _logging(args):
             code: int = args.handler(args, _cache_dir(args))
     except UsageError as exc:
