@@ -184,6 +184,12 @@ def test_global_options_before_or_after_the_command(
         ["-q", "dir", "-v", "--cache-dir=~/before"],
     ):
         assert run_main(capsys, *argv) == (0, f"{tmp_path / 'home' / 'before'}\n", "")
+    # The replay: 'pkgcache info --cache-dir X' was a usage error.
+    code, out, _ = run_main(capsys, "info", "--cache-dir", str(tmp_path / "x"))
+    assert (code, out.splitlines()[0]) == (
+        0,
+        f"cache:    {tmp_path / 'x'} (does not exist yet)",
+    )
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
