@@ -56,6 +56,7 @@ _MIN_INTERVAL = 1.0
 # ... and at most this far apart, so a wait of hours still says so hourly-ish.
 _MAX_INTERVAL = 60.0
 
+# The modes of pkgcache._processlock, which imports this module.
 _MODE_NAMES = {1: "shared", 2: "exclusive"}
 _EXCLUSIVE = 2
 
