@@ -76,12 +76,13 @@ def check_wheel(wheel: Path) -> None:
 def test_guard_external_tool() -> None:
     out = run_example("examples/guard_external_tool.py").stdout
     assert out.count("installed setuptools-scm: 2 files, 24000 bytes") == 3
-    assert "pkgcache: waiting for setuptools-scm: pid " in out
-    assert "holds exclusive lock on 'setuptools-scm'" in out
+    assert "has waited" in out
+    assert "for the shared lock on package 'setuptools-scm' in " in out
+    assert "holds the exclusive lock on package 'setuptools-scm'" in out
     # The waiting install ran after the clean and the re-population.
     assert out.index("cleaned setuptools-scm") < out.rindex("installed setuptools")
     assert "install exit code 0" in out
-    assert "holds shared lock on 'setuptools-scm'" in out
+    assert "holds the shared lock on package 'setuptools-scm'" in out
 
 
 @pytest.mark.timeout(TIMEOUT + 10)

@@ -20,6 +20,7 @@ from ._errors import (
     LockOrderError,
     LockTimeout,
     LockUpgradeError,
+    NotACacheError,
     NotLockedError,
     SourceNotFound,
     SourcePermissionError,
@@ -30,6 +31,7 @@ from ._holders import Holder
 from ._names import canonical_name
 from ._processlock import LockStatistics
 from ._records import CacheInfo, CleanReport, Entry, PruneReport
+from ._timeouts import DefaultTimeout
 
 __version__ = "0.1.0"
 
@@ -42,6 +44,7 @@ __all__ = [
     "CacheTransaction",
     "CacheView",
     "CleanReport",
+    "DefaultTimeout",
     "Entry",
     "EntryDamaged",
     "EntryNotFound",
@@ -56,6 +59,7 @@ __all__ = [
     "LockTimeout",
     "LockUpgradeError",
     "Mode",
+    "NotACacheError",
     "NotLockedError",
     "PruneReport",
     "SourceNotFound",
@@ -65,3 +69,12 @@ __all__ = [
     "__version__",
     "canonical_name",
 ]
+
+# Public names say where to import them from: ``pkgcache.LockTimeout``, not
+# ``pkgcache._errors.LockTimeout``, in reprs, tracebacks, pickles and the API
+# reference (trio does the same).
+for _name in __all__:
+    _value = globals()[_name]
+    if callable(_value) and _value.__module__.startswith(f"{__name__}._"):
+        _value.__module__ = __name__
+del _name, _value

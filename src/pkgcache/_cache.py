@@ -69,7 +69,7 @@ from packaging.tags import Tag
 from packaging.utils import NormalizedName
 from typing_extensions import Self
 
-from . import _lockset, _maintenance, _process
+from . import _layout, _lockset, _maintenance, _process
 from ._engine import Expired
 from ._errors import CacheError, LockOrderError, LockTimeout, NotLockedError
 from ._holders import Holder
@@ -79,8 +79,8 @@ from ._ranking import parse_requirement
 from ._records import CacheInfo, CleanReport, Entry, PruneReport
 from ._space import LOCKS_DIR, LockSpace, Plan, lock_space
 from ._store import Store, choose_package
-from ._timeouts import DEFAULT_TIMEOUT, _resolve_timeout
-from ._timeouts import _DefaultTimeout as _DefaultTimeout  # noqa: PLC0414 - uv.py, plugin
+from ._timeouts import DEFAULT_TIMEOUT, DefaultTimeout, _resolve_timeout
+from ._timeouts import _DefaultTimeout as _DefaultTimeout  # noqa: PLC0414 - 0.1 name
 from ._waits import logger
 
 __all__ = ["DEFAULT_TIMEOUT", "Cache", "CacheTransaction", "CacheView", "LockRequest"]
@@ -574,9 +574,16 @@ class CacheTransaction(CacheView):
 class Cache:
     """A package cache shared by threads and processes.
 
-    ``Cache(root)`` does no I/O. The root, ``<root>/.lock``, ``<root>/locks/``
-    and ``<root>/CACHEDIR.TAG`` are created on first use; a cache that
-    exists but cannot be written can still be read.
+    ``Cache(root)`` creates nothing. The root, ``<root>/.lock``,
+    ``<root>/locks/`` and ``<root>/CACHEDIR.TAG`` are created on first use; a
+    cache that exists but cannot be written can still be read.
+
+    The root may be missing, empty, or a pkgcache cache already. Any other
+    existing folder is refused at once, before anything is written: a home
+    folder or a project would get a ``CACHEDIR.TAG`` (backup tools skip
+    tagged folders), and ``uv cache prune`` would delete a ``locks/`` folder
+    put into a uv cache (use :class:`pkgcache.uv.UvCache` for one). The
+    ``pkgcache`` command applies the same rule.
 
     Every :class:`Cache` object on the same root folder in one process
     (whatever path names it: links and bind mounts are followed to the
@@ -586,13 +593,19 @@ class Cache:
     closed once no :class:`Cache` object on it is left.
 
     Args:
-        root: the cache folder.
+        root: the cache folder; ``~`` is expanded.
         timeout: default seconds to wait for a lock; ``None`` waits forever,
             ``0`` never waits.
         durable: sync every entry to disk before ``add()`` or ``add_tree()``
             returns (see :doc:`store`). ``False`` is faster, for throw-away
             caches and tests: a power cut (not a crash) may then lose or
             truncate entries published in the last seconds or so.
+        adopt: take an existing folder that holds other files as the cache
+            root all the same (it gets the cache files above).
+
+    Raises:
+        NotACacheError: ``root`` is a uv cache or a folder of other files,
+            and ``adopt`` is false.
 
     Attributes:
         timeout: the default timeout.
@@ -608,8 +621,9 @@ class Cache:
         *,
         timeout: float | None = None,
         durable: bool = True,
+        adopt: bool = False,
     ) -> None:
-        self._root = Path(os.path.abspath(os.fspath(root)))
+        self._root = _layout.cache_root(root, adopt=adopt)
         self._real_root = os.path.realpath(self._root)
         self.timeout = _resolve_timeout(timeout, None)
         self.durable = bool(durable)
@@ -635,14 +649,14 @@ class Cache:
         Every process that works on ``root`` must pass the same
         ``locks_path``, or their package locks do not meet.
         """
-        cache = cls(root, timeout=timeout)
+        cache = cls(root, timeout=timeout, adopt=True)
         cache._locks_path = os.path.realpath(os.fspath(locks_path))
         cache._tag_root = False
         return cache
 
     @property
     def root(self) -> Path:
-        """The cache folder, as given (made absolute)."""
+        """The cache folder, as given (``~`` expanded, made absolute)."""
         return self._root
 
     def __repr__(self) -> str:
@@ -687,7 +701,7 @@ class Cache:
     # -- the store's maintenance (see pkgcache._maintenance) -----------------------
 
     def clean(
-        self, *packages: str, timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT
+        self, *packages: str, timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT
     ) -> CleanReport:
         """Remove every entry of ``packages``, or of the whole store.
 
@@ -709,7 +723,7 @@ class Cache:
         *,
         max_bytes: int | None = None,
         older_than: float | None = None,
-        timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT,
+        timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT,
     ) -> PruneReport:
         """Remove least recently used entries; reap dead writers' leftovers.
 
@@ -731,7 +745,7 @@ class Cache:
         return _maintenance.prune(self, self._store(), max_bytes, older_than, timeout)
 
     def info(
-        self, *, timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT
+        self, *, timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT
     ) -> CacheInfo:
         """Count packages, entries, bytes and staging, under ``<root>/.lock`` shared.
 
@@ -745,7 +759,7 @@ class Cache:
     # -- the lock API ----------------------------------------------------------
 
     def reading(
-        self, *packages: str, timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT
+        self, *packages: str, timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT
     ) -> CacheView:
         """Hold shared locks: the whole cache, and each package named.
 
@@ -781,7 +795,7 @@ class Cache:
         self,
         *packages: str,
         reading: Iterable[str] = (),
-        timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT,
+        timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT,
     ) -> CacheTransaction:
         """Hold exclusive locks: each package named, or the whole cache.
 

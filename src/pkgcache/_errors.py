@@ -4,12 +4,18 @@ Every error derives from :class:`CacheError`. Where a caller would naturally
 catch a builtin exception, the pkgcache error also subclasses it:
 :class:`InvalidPackageName` is a :class:`ValueError` and :class:`LockTimeout`
 is a :class:`TimeoutError`.
+
+Every error pickles: a process pool sends a worker's exception back to the
+caller by pickling it, and the default pickling of an exception calls the
+class with ``args`` (its message alone), which failed with ``TypeError`` for
+the classes whose constructor takes fields. Those classes name their fields
+in ``_fields`` and are rebuilt from them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from packaging.requirements import InvalidRequirement as _PackagingInvalidRequirement
 
@@ -28,6 +34,7 @@ __all__ = [
     "LockOrderError",
     "LockTimeout",
     "LockUpgradeError",
+    "NotACacheError",
     "NotLockedError",
     "SourceNotFound",
     "SourcePermissionError",
@@ -36,8 +43,23 @@ __all__ = [
 ]
 
 
+def _rebuild(cls: type[CacheError], fields: dict[str, Any]) -> CacheError:
+    return cls(**fields)
+
+
 class CacheError(Exception):
     """Base class of every error pkgcache raises."""
+
+    # The constructor's keyword arguments, for errors built from fields
+    # rather than from a message (see the module docstring).
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        if not self._fields:
+            return super().__reduce__()
+        fields = {name: getattr(self, name) for name in self._fields}
+        # The instance dict also carries what was added later (notes).
+        return (_rebuild, (type(self), fields), self.__dict__)
 
 
 class InvalidPackageName(CacheError, ValueError):
@@ -47,6 +69,8 @@ class InvalidPackageName(CacheError, ValueError):
     a path.
     """
 
+    _fields = ("name", "reason")
+
     def __init__(self, name: object, reason: str) -> None:
         self.name = name
         self.reason = reason
@@ -55,6 +79,8 @@ class InvalidPackageName(CacheError, ValueError):
 
 class InvalidKey(CacheError, ValueError):
     """An entry key is not a safe relative path inside a package's folder."""
+
+    _fields = ("key", "reason")
 
     def __init__(self, key: object, reason: str) -> None:
         self.key = key
@@ -69,6 +95,8 @@ class UnsafePathError(CacheError):
     FIFO, or an entry that has become a symbolic link. pkgcache refuses to
     use it and leaves whatever it points to untouched.
     """
+
+    _fields = ("path", "reason")
 
     def __init__(self, path: object, reason: str) -> None:
         self.path = path
@@ -100,6 +128,8 @@ class LockTimeout(CacheError, TimeoutError):
         root: the cache root.
     """
 
+    _fields = ("root", "package", "mode", "waited", "holders")
+
     def __init__(
         self,
         *,
@@ -115,15 +145,33 @@ class LockTimeout(CacheError, TimeoutError):
         self.waited = waited
         self.holders = tuple(holders)
         what = "the whole cache" if package is None else f"package {package!r}"
-        message = (
+        who = "; ".join(h.describe() for h in self.holders)
+        super().__init__(
             f"timed out after {waited:.3f} s waiting for the {mode} lock on {what}"
-            f" in {root}"
+            f" in {root}: {who or 'no holder could be identified'}"
         )
-        if self.holders:
-            message += "; held by " + "; ".join(h.describe() for h in self.holders)
-        else:
-            message += "; no holder could be identified"
-        super().__init__(message)
+
+
+class NotACacheError(CacheError, ValueError):
+    """A folder that is not a pkgcache cache was given as one.
+
+    :class:`Cache` refuses an existing folder that holds other files (a home
+    folder, a project, a uv cache) rather than add ``.lock``, ``locks/`` and
+    ``CACHEDIR.TAG`` to it: the tag makes backup tools skip the whole
+    folder, and ``uv cache prune`` deletes a ``locks/`` folder it finds in
+    its cache. Nothing is created when this is raised.
+
+    Attributes:
+        path: the folder.
+        reason: what it holds instead, and what to do.
+    """
+
+    _fields = ("path", "reason")
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path} is not a pkgcache cache: {reason}")
 
 
 class LockUpgradeError(CacheError, RuntimeError):
@@ -178,6 +226,8 @@ class SourcePermissionError(CacheError, PermissionError):
 
 class EntryNotFound(CacheError, LookupError):
     """No entry of that package has that key."""
+
+    _fields = ("package", "key")
 
     def __init__(self, package: str, key: str) -> None:
         self.package = package

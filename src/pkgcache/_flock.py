@@ -73,7 +73,7 @@ from collections.abc import Callable
 from . import _oslock, _process
 from ._engine import Expired
 from ._errors import CacheError, CachePermissionError
-from ._holders import Holder, command_of, file_id, kernel_locks
+from ._holders import Holder, file_id, kernel_locks, process_holder
 
 __all__ = ["ROOT_GATE", "ROOT_LOCK", "FlockEngine", "FlockService", "Folder"]
 
@@ -635,23 +635,21 @@ class FlockEngine:
         kernel = kernel_locks()
         for id_, pid, mode, waiting in kernel:
             if id_ == lock_id and (pid, waiting) not in found:
-                found[pid, waiting] = Holder(
+                found[pid, waiting] = process_holder(
+                    pid,
                     package=self.package,
-                    pid=pid,
                     mode=mode,
                     waiting=waiting,
-                    command=command_of(pid),
                     threads=(),
                     path=self.description,
                 )
         for id_, pid, _mode, _waiting in kernel:
             if gate_id is not None and id_ == gate_id and (pid, True) not in found:
-                found[pid, True] = Holder(
+                found[pid, True] = process_holder(
+                    pid,
                     package=self.package,
-                    pid=pid,
                     mode=None,
                     waiting=True,
-                    command=command_of(pid),
                     threads=(),
                     path=self.description,
                 )

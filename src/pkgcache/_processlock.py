@@ -194,11 +194,12 @@ class ProcessLock:
     """The reader/writer lock of one engine, for all threads of a process.
 
     Attributes:
-        key: orders locks globally (see :mod:`pkgcache._request`).
+        key: orders locks globally (see :mod:`pkgcache._lockset`).
         package: the canonical name, or ``None`` for the whole-cache lock.
         cache_root: the cache root, for messages.
         root_lock: the whole-cache lock of the same cache (itself for the
-            whole-cache lock).
+            whole-cache lock), so a report on a package wait can name
+            whole-cache holders too.
         engine: what holds the lock for the process.
     """
 

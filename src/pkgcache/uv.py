@@ -70,10 +70,10 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from ._cache import DEFAULT_TIMEOUT, Cache, CacheTransaction, CacheView
-from ._cache import _DefaultTimeout as _Timeout
+from ._cache import Cache, CacheTransaction, CacheView
 from ._errors import CacheError, InvalidPackageName, UnsafePathError
 from ._holders import Holder
+from ._timeouts import DEFAULT_TIMEOUT, DefaultTimeout
 
 __all__ = ["LOCKS_SUFFIX", "UvCache", "UvCommandError", "UvNotFoundError", "find_uv"]
 
@@ -257,7 +257,7 @@ class UvCache:
     # -- locks -----------------------------------------------------------------
 
     def reading(
-        self, *packages: str, timeout: float | _Timeout | None = DEFAULT_TIMEOUT
+        self, *packages: str, timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT
     ) -> CacheView:
         """Shared locks: uv's ``.lock``, and each package named.
 
@@ -269,7 +269,7 @@ class UvCache:
         return self._cache.reading(*packages, timeout=timeout)
 
     def exclusive(
-        self, *packages: str, timeout: float | _Timeout | None = DEFAULT_TIMEOUT
+        self, *packages: str, timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT
     ) -> CacheTransaction:
         """Exclusive locks on each package named, or on the whole uv cache.
 
@@ -323,7 +323,7 @@ class UvCache:
         packages: Iterable[str] | None = None,
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
-        timeout: float | _Timeout | None = DEFAULT_TIMEOUT,
+        timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT,
     ) -> subprocess.CompletedProcess[str]:
         """``uv pip install`` under ``reading()`` of the packages it uses.
 
@@ -361,7 +361,7 @@ class UvCache:
         self,
         *packages: str,
         env: Mapping[str, str] | None = None,
-        timeout: float | _Timeout | None = DEFAULT_TIMEOUT,
+        timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT,
     ) -> subprocess.CompletedProcess[str]:
         """``uv cache clean --force PKG...`` under ``exclusive(*packages)``.
 
@@ -385,7 +385,7 @@ class UvCache:
         self,
         *,
         env: Mapping[str, str] | None = None,
-        timeout: float | _Timeout | None = DEFAULT_TIMEOUT,
+        timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT,
     ) -> subprocess.CompletedProcess[str]:
         """``uv cache clean --force`` under ``exclusive()``: empty the uv cache.
 
@@ -400,7 +400,7 @@ class UvCache:
         *,
         ci: bool = False,
         env: Mapping[str, str] | None = None,
-        timeout: float | _Timeout | None = DEFAULT_TIMEOUT,
+        timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT,
     ) -> subprocess.CompletedProcess[str]:
         """``uv cache prune --force [--ci]`` under ``exclusive()``.
 

@@ -235,7 +235,10 @@ def test_cachedir_tag_planted_is_left_alone(watched, kind):
     root, watch = watched
     root.mkdir()
     _plant(root / "CACHEDIR.TAG", kind, watch)
-    with pkgcache.Cache(root).exclusive("a", timeout=1):
+    # Not pkgcache's tag: the folder is not taken as a cache unless adopted.
+    with pytest.raises(pkgcache.NotACacheError):
+        pkgcache.Cache(root)
+    with pkgcache.Cache(root, adopt=True).exclusive("a", timeout=1):
         pass
 
 
