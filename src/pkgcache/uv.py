@@ -63,17 +63,22 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import NormalizedName
 
 from ._cache import DEFAULT_TIMEOUT, Cache, CacheTransaction, CacheView
 from ._cache import _DefaultTimeout as _Timeout
 from ._errors import CacheError, InvalidPackageName, UnsafePathError
 from ._holders import Holder
+from ._names import canonical_name, canonical_names
+from ._timeouts import _resolve_timeout
 
 __all__ = ["LOCKS_SUFFIX", "UvCache", "UvCommandError", "UvNotFoundError", "find_uv"]
 
@@ -83,6 +88,32 @@ LOCKS_SUFFIX = ".pkgcache-locks"
 _ENV_CACHE_DIR = "UV_CACHE_DIR"
 # Variables that would make uv use another cache than the one locked.
 _ENV_DROPPED = ("UV_NO_CACHE",)
+
+# The clean guard: a lock in the package-lock folder that every clean takes
+# exclusive and every install whose resolution is not known yet takes
+# shared. ``uv cache clean PKG`` deletes every archive that lost its last
+# reference, whatever package it belongs to, so two cleans of different
+# packages delete each other's archives ("failed to remove file ...: No such
+# file or directory", 149 of 300 cleans with 15 at once). "~" sorts after
+# every valid project name, so the guard comes last in the global lock order
+# and is taken in the same call as the package locks.
+_CLEAN_GUARD = NormalizedName("~uv-clean")
+
+# uv logs every package its resolver picks, build dependencies included, at
+# debug level: "DEBUG Selecting: leaf==1.0 [compatible] (leaf-1.0-...whl)".
+# RUST_LOG turns on that one target, not uv's whole debug output.
+_RESOLVER_LOG = "uv_resolver=debug"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_SELECTED = re.compile(
+    r"^DEBUG Selecting: ([A-Za-z0-9][A-Za-z0-9._-]*)\S* \[[^]\n]*\] \(([^)\n]*)\)",
+    re.MULTILINE,
+)
+# A source distribution is built during the install, and its build
+# dependencies are resolved only then (the resolution of a dry run lists them
+# only for an sdist whose metadata had to be built).
+_SDIST = re.compile(r"\.(tar\.gz|tgz|tar\.bz2|tar\.xz|zip|tar)$")
+_RESOLVED = re.compile(r"^Resolved (\d+) packages?", re.MULTILINE)
+_RESOLVER_LINE = re.compile(r"^(?:\x1b\[[0-9;]*m)*DEBUG\b.*\n?", re.MULTILINE)
 
 
 class UvNotFoundError(CacheError, FileNotFoundError):
@@ -169,6 +200,68 @@ def _is_inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+class _Resolution:
+    """What uv's resolver picked, read from its debug log."""
+
+    __slots__ = ("builds", "names")
+
+    def __init__(self, names: frozenset[NormalizedName], builds: bool) -> None:
+        self.names = names
+        #: Whether a source distribution was picked (built at install time).
+        self.builds = builds
+
+
+def _read_resolution(stderr: str) -> _Resolution | None:
+    """The resolution in uv's log, or ``None`` when the log cannot be trusted.
+
+    It cannot when uv says it resolved more packages than the log names (a
+    uv whose log reads differently).
+    """
+    text = _ANSI.sub("", stderr)
+    names = set()
+    builds = False
+    for found, source in _SELECTED.findall(text):
+        try:
+            names.add(canonical_name(found.rstrip("._-")))
+        except InvalidPackageName:
+            return None
+        builds = builds or bool(_SDIST.search(source))
+    resolved = _RESOLVED.search(text)
+    if resolved is not None and len(names) < int(resolved.group(1)):
+        return None
+    return _Resolution(frozenset(names), builds)
+
+
+# An install request, as far as uv's resolution depends on it: requirements,
+# arguments and uv's settings from the environment (not the target
+# environment: every build of a farm installs into a fresh one).
+_InstallKey = tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]
+
+
+class _Resolutions:
+    """What installs on one uv cache resolved before, in this process."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._known: dict[_InstallKey, frozenset[NormalizedName]] = {}
+
+    def get(self, key: _InstallKey) -> frozenset[NormalizedName] | None:
+        return self._known.get(key)
+
+    def learn(self, key: _InstallKey, names: frozenset[NormalizedName]) -> None:
+        with self._mutex:
+            self._known[key] = names
+
+
+_resolutions: dict[Path, _Resolutions] = {}
+_resolutions_mutex = threading.Lock()
+
+
+def _resolutions_of(path: Path) -> _Resolutions:
+    with _resolutions_mutex:
+        return _resolutions.setdefault(path, _Resolutions())
+
+
 class UvCache:
     """pkgcache locks on a uv cache folder, and uv commands run under them.
 
@@ -226,6 +319,7 @@ class UvCache:
             )
         self._locks_dir = locks
         self._cache = Cache._attach(self._path, locks, timeout=timeout)
+        self._resolutions = _resolutions_of(self._path)
 
     def __repr__(self) -> str:
         return f"UvCache({str(self._path)!r}, locks_dir={str(self._locks_dir)!r})"
@@ -325,37 +419,150 @@ class UvCache:
         env: Mapping[str, str] | None = None,
         timeout: float | _Timeout | None = DEFAULT_TIMEOUT,
     ) -> subprocess.CompletedProcess[str]:
-        """``uv pip install`` under ``reading()`` of the packages it uses.
+        """``uv pip install`` under ``reading()`` of every package it resolves.
+
+        By default no :meth:`clean` can break, corrupt or undo the
+        invalidation of the install, dependencies and build dependencies
+        included, and installs never wait for cleans of packages they do not
+        use:
+
+        * the first install of a request (the same requirements, ``args``
+          and ``UV_*`` settings, in this process) first asks uv what it
+          would install: ``uv pip install --dry-run --no-cache``, which
+          touches nothing in this cache and takes no lock;
+        * the install then holds ``reading()`` of every package uv picked
+          (and of the requirements' names) for its whole run: it waits for
+          :meth:`clean` and ``exclusive()`` of any of them, and they wait
+          for it. Later installs of the same request reuse what uv
+          resolved the last time, with no dry run;
+        * when the plan has a source distribution to build, whose build
+          dependencies uv resolves only while building, or no readable
+          plan, the install also holds the *clean guard* shared: no
+          :meth:`clean` of any package runs during it;
+        * after every install uv's resolver log is checked against what was
+          locked. If uv picked more (the resolution grew, e.g. a new release
+          with a new dependency), those packages are cleaned again, since uv
+          may have put back what a concurrent clean removed, and reinstalled
+          under the clean guard.
 
         Args:
             requirements: requirement strings, e.g. ``"setuptools-scm==8.2.0"``.
             python: the interpreter or environment to install into
                 (``--python``); ``None`` lets uv choose.
-            packages: the packages to hold shared while uv runs. By default
-                the names of ``requirements``. A per-package :meth:`clean`
-                is safe only if this names every package the install may
-                resolve, dependencies and build dependencies included.
+            packages: the explicit override: hold exactly these packages
+                shared, learn nothing and check nothing. A per-package
+                :meth:`clean` is then safe only if this names every package
+                the install may resolve, dependencies and build dependencies
+                included.
             args: more ``uv pip install`` arguments, e.g.
                 ``["--find-links", "wheels/", "--no-index"]``.
             env: the base environment (default ``os.environ``).
-            timeout: seconds to wait for the locks (not for uv).
+            timeout: seconds to wait for each set of locks (not for uv).
 
         Raises:
             InvalidPackageName: a requirement has no readable project name
                 and ``packages`` is not given, or a name is invalid.
-            LockTimeout: the locks were not granted in time; uv did not run.
+            LockTimeout: the locks were not granted in time; uv did not run
+                (or, on a repair, the first run's result stands).
+            LockOrderError: called inside a hold of this thread that does
+                not already cover what the install needs (name the packages
+                in the outer call, see :meth:`exclusive`).
             UvCommandError: uv failed.
         """
-        if packages is None:
-            names = _requirement_names(requirements)
-        else:
-            names = tuple(packages)
         command = ["pip", "install"]
         if python is not None:
             command += ["--python", os.fspath(python)]
-        command += [*args, "--", *requirements]
-        with self.reading(*names, timeout=timeout):
-            return self.run(*command, env=env)
+        if packages is not None:
+            with self.reading(*packages, timeout=timeout):
+                return self.run(*command, *args, "--", *requirements, env=env)
+        names = frozenset(canonical_names(_requirement_names(requirements)))
+        environ = self.environ(env)
+        settings = tuple(sorted(i for i in environ.items() if i[0].startswith("UV_")))
+        key: _InstallKey = (requirements, tuple(args), settings)
+        locked = self._resolutions.get(key)
+        guard = False
+        if locked is None:
+            # A dry run with a throw-away cache tells what to lock; it
+            # touches nothing in this cache, so it needs no lock.
+            plan, planned = self._run_resolving(
+                [*command, "--dry-run", "--no-cache", *args, "--", *requirements],
+                environ,
+            )
+            if plan.returncode != 0:
+                planned = None
+            # Without a plan, or with sources to build (whose build
+            # dependencies are resolved only then), no clean may run.
+            guard = planned is None or planned.builds
+            locked = names | (planned.names if planned is not None else names)
+        locked |= names
+        with self._request(locked, exclusive=False, guard=guard, timeout=timeout):
+            result, resolved = self._run_resolving(
+                [*command, *args, "--", *requirements], environ
+            )
+        if resolved is not None and not guard and not resolved.names <= locked:
+            # uv picked packages this install did not hold (its resolution
+            # grew since it was learned): a clean of one of them may have
+            # run meanwhile. Clean them again, since uv may have put back
+            # what that clean removed, and reinstall them while no clean runs.
+            grown = sorted(resolved.names - locked)
+            self.clean(*grown, env=env, timeout=timeout)
+            again = [*command, *args]
+            for name in grown:
+                again += ["--reinstall-package", name]
+            locked |= resolved.names
+            with self._request(locked, exclusive=False, guard=True, timeout=timeout):
+                result, resolved = self._run_resolving(
+                    [*again, "--", *requirements], environ
+                )
+        if resolved is not None:
+            self._resolutions.learn(key, locked | resolved.names)
+        if result.returncode != 0:
+            raise UvCommandError(
+                result.returncode, result.args, result.stdout, result.stderr
+            )
+        return result
+
+    def _run_resolving(
+        self, arguments: Sequence[str], environ: dict[str, str]
+    ) -> tuple[subprocess.CompletedProcess[str], _Resolution | None]:
+        """Run uv with its resolver's log on.
+
+        Returns the output without that log, and what the resolver picked
+        (``None`` if the log cannot be read).
+        """
+        mine = environ.get("RUST_LOG")
+        environ = dict(environ)
+        environ["RUST_LOG"] = f"{mine},{_RESOLVER_LOG}" if mine else _RESOLVER_LOG
+        result = _run([self.uv, *arguments], environ, check=False)
+        resolution = _read_resolution(result.stderr)
+        if not mine:
+            result = subprocess.CompletedProcess(
+                result.args,
+                result.returncode,
+                result.stdout,
+                _RESOLVER_LINE.sub("", result.stderr),
+            )
+        return result, resolution
+
+    def _request(
+        self,
+        names: Iterable[str],
+        *,
+        exclusive: bool,
+        guard: bool,
+        timeout: float | _Timeout | None,
+    ) -> CacheView:
+        """``reading()``/``exclusive()`` of ``names``, and of the clean guard.
+
+        The guard is a lock like a package's, under a name no package can
+        have, so one call takes all of them in the global order.
+        """
+        packages = canonical_names(tuple(names))
+        if guard:
+            packages = (*packages, _CLEAN_GUARD)
+        limit = _resolve_timeout(timeout, self._cache.timeout)
+        kind = CacheTransaction if exclusive else CacheView
+        return kind(self._cache, packages, exclusive, limit)
 
     def clean(
         self,
@@ -367,8 +574,11 @@ class UvCache:
 
         Waits only for holders of ``reading()`` of these packages (and for
         whole-cache work), not for uv commands or pkgcache users of other
-        packages. See the module documentation for when that is safe and
-        what uv removes beyond the packages.
+        packages. Cleans run one at a time on a uv cache (they hold the
+        clean guard exclusive): uv's clean of one package deletes the
+        archives every other package lost, so two at once delete each
+        other's files. See the module documentation for what uv removes
+        beyond the packages.
 
         Raises:
             ValueError: no package named (use :meth:`clean_all`).
@@ -378,8 +588,9 @@ class UvCache:
         """
         if not packages:
             raise ValueError("name the packages to clean, or use clean_all()")
-        with self.exclusive(*packages, timeout=timeout) as txn:
-            return self.run("cache", "clean", "--force", "--", *txn.packages, env=env)
+        names = canonical_names(packages)
+        with self._request(names, exclusive=True, guard=True, timeout=timeout):
+            return self.run("cache", "clean", "--force", "--", *names, env=env)
 
     def clean_all(
         self,
