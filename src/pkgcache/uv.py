@@ -29,12 +29,13 @@ cache.
 
 The helpers run uv under the right locks:
 
-* :meth:`UvCache.pip_install` holds ``reading(*packages)`` while ``uv pip
-  install`` runs;
+* :meth:`UvCache.pip_install` holds ``reading()`` of every package uv
+  resolves for the install, build dependencies included (it asks uv with a
+  dry run the first time, and remembers);
 * :meth:`UvCache.clean` holds ``exclusive(*packages)`` while ``uv cache
   clean --force PKG`` runs, so it waits for the users of those packages
   only, not for every install of every package as a plain ``uv cache clean
-  PKG`` does;
+  PKG`` does; cleans run one at a time (the *clean guard*);
 * :meth:`UvCache.prune` and :meth:`UvCache.clean_all` hold ``exclusive()``.
 
 ``--force`` is what lets uv run under a pkgcache lock: this process already
@@ -43,20 +44,20 @@ own exclusive request would wait for its caller forever. With ``--force``
 uv tries its lock once and, finding it busy, goes on without it; the
 pkgcache lock taken by the helper is then the only exclusion.
 
-**When a per-package clean is safe.** A clean under ``exclusive("a")``
-excludes exactly the holders of ``reading("a")``. It is safe when
-**every concurrent installer holds ``reading()`` of every package its
-resolution may touch** (requirements, their dependencies and build
-dependencies): a plain ``uv pip install``
-started outside pkgcache, or one that does not name ``a``, is protected by
-nothing, since ``--force`` bypasses uv's own lock. Beyond the package, uv's
+**Why cleans run one at a time.** ``uv cache clean PKG`` first notes which
+unpacked wheels (``archive-v0/<id>``) are referenced, removes the package's
+entries, then deletes every archive that lost all its references, whatever
+package it belongs to. Two cleans of different packages at once delete each
+other's archives and fail (``failed to remove file ...: No such file or
+directory``). An archive an install is still writing is not referenced yet
+when a clean starts, so a clean never deletes it. Beyond the package, uv's
 ``cache clean PKG`` also removes the **whole flat-index bucket** (cached
 ``--find-links`` pages fetched over HTTP, for every package; local
-``--find-links`` folders are not cached there) and every archive that only
-the removed entries referenced. An install that is writing a flat-index
-entry at that moment can fail; when installers use remote ``--find-links``
-URLs, clean with :meth:`UvCache.clean_all` or under ``exclusive()``.
-``docs/uv.md`` lists what uv removes, bucket by bucket.
+``--find-links`` folders are not cached there): an install writing a
+flat-index entry at that moment can fail, so with remote ``--find-links``,
+clean with :meth:`UvCache.clean_all` or under ``exclusive()``.
+``docs/uv.md`` lists what uv removes, bucket by bucket, and exactly what
+:meth:`UvCache.pip_install` guarantees.
 """
 
 from __future__ import annotations
@@ -112,6 +113,11 @@ _SELECTED = re.compile(
 # dependencies are resolved only then (the resolution of a dry run lists them
 # only for an sdist whose metadata had to be built).
 _SDIST = re.compile(r"\.(tar\.gz|tgz|tar\.bz2|tar\.xz|zip|tar)$")
+_DEPENDS = re.compile(
+    r"^DEBUG Adding transitive dependency for ([A-Za-z0-9][A-Za-z0-9._-]*)\S*?==\S+: "
+    r"([A-Za-z0-9][A-Za-z0-9._-]*)",
+    re.MULTILINE,
+)
 _RESOLVED = re.compile(r"^Resolved (\d+) packages?", re.MULTILINE)
 _RESOLVER_LINE = re.compile(r"^(?:\x1b\[[0-9;]*m)*DEBUG\b.*\n?", re.MULTILINE)
 
@@ -201,65 +207,97 @@ def _is_inside(path: Path, folder: Path) -> bool:
 
 
 class _Resolution:
-    """What uv's resolver picked, read from its debug log."""
+    """What uv's resolver picked, and what it said each pick depends on."""
 
-    __slots__ = ("builds", "names")
+    __slots__ = ("names", "requires", "sources")
 
-    def __init__(self, names: frozenset[NormalizedName], builds: bool) -> None:
+    def __init__(
+        self,
+        names: frozenset[NormalizedName],
+        requires: dict[NormalizedName, set[NormalizedName]],
+        sources: frozenset[NormalizedName],
+    ) -> None:
         self.names = names
-        #: Whether a source distribution was picked (built at install time).
-        self.builds = builds
+        self.requires = requires
+        #: Packages picked as source distributions (built at install time).
+        self.sources = sources
+
+
+def _project(found: str) -> NormalizedName:
+    return canonical_name(found.rstrip("._-"))
 
 
 def _read_resolution(stderr: str) -> _Resolution | None:
     """The resolution in uv's log, or ``None`` when the log cannot be trusted.
 
     It cannot when uv says it resolved more packages than the log names (a
-    uv whose log reads differently).
+    uv whose log reads differently), or names something that is no project.
     """
     text = _ANSI.sub("", stderr)
-    names = set()
-    builds = False
-    for found, source in _SELECTED.findall(text):
-        try:
-            names.add(canonical_name(found.rstrip("._-")))
-        except InvalidPackageName:
-            return None
-        builds = builds or bool(_SDIST.search(source))
+    try:
+        picked = [(_project(name), source) for name, source in _SELECTED.findall(text)]
+        edges = [(_project(a), _project(b)) for a, b in _DEPENDS.findall(text)]
+    except InvalidPackageName:
+        return None
+    names = frozenset(name for name, _ in picked)
     resolved = _RESOLVED.search(text)
     if resolved is not None and len(names) < int(resolved.group(1)):
         return None
-    return _Resolution(frozenset(names), builds)
+    requires: dict[NormalizedName, set[NormalizedName]] = {n: set() for n in names}
+    for package, dependency in edges:
+        requires.setdefault(package, set()).add(dependency)
+    sources = frozenset(name for name, source in picked if _SDIST.search(source))
+    return _Resolution(names, requires, sources)
 
 
-# An install request, as far as uv's resolution depends on it: requirements,
-# arguments and uv's settings from the environment (not the target
-# environment: every build of a farm installs into a fresh one).
-_InstallKey = tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]
+class _Dependencies:
+    """What uv's resolver said each package depends on, in this process.
 
-
-class _Resolutions:
-    """What installs on one uv cache resolved before, in this process."""
+    Learned from every install and dry run on one uv cache, the union over
+    the versions seen. The packages an install will use are then the
+    closure of its requirements, found without asking uv again.
+    """
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
-        self._known: dict[_InstallKey, frozenset[NormalizedName]] = {}
+        self._requires: dict[NormalizedName, frozenset[NormalizedName]] = {}
+        self._sources: set[NormalizedName] = set()
 
-    def get(self, key: _InstallKey) -> frozenset[NormalizedName] | None:
-        return self._known.get(key)
-
-    def learn(self, key: _InstallKey, names: frozenset[NormalizedName]) -> None:
+    def learn(self, resolution: _Resolution) -> None:
         with self._mutex:
-            self._known[key] = names
+            for name, dependencies in resolution.requires.items():
+                known = self._requires.get(name, frozenset())
+                self._requires[name] = known | dependencies
+            self._sources |= resolution.sources
+
+    def closure(
+        self, names: Iterable[NormalizedName]
+    ) -> tuple[frozenset[NormalizedName], bool] | None:
+        """Every package ``names`` lead to, and whether one is built from source.
+
+        ``None`` if one of them was never seen resolved.
+        """
+        seen: set[NormalizedName] = set()
+        todo = list(names)
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            dependencies = self._requires.get(name)
+            if dependencies is None:
+                return None
+            seen.add(name)
+            todo.extend(dependencies)
+        return frozenset(seen), bool(seen & self._sources)
 
 
-_resolutions: dict[Path, _Resolutions] = {}
-_resolutions_mutex = threading.Lock()
+_dependencies: dict[Path, _Dependencies] = {}
+_dependencies_mutex = threading.Lock()
 
 
-def _resolutions_of(path: Path) -> _Resolutions:
-    with _resolutions_mutex:
-        return _resolutions.setdefault(path, _Resolutions())
+def _dependencies_of(path: Path) -> _Dependencies:
+    with _dependencies_mutex:
+        return _dependencies.setdefault(path, _Dependencies())
 
 
 class UvCache:
@@ -319,7 +357,7 @@ class UvCache:
             )
         self._locks_dir = locks
         self._cache = Cache._attach(self._path, locks, timeout=timeout)
-        self._resolutions = _resolutions_of(self._path)
+        self._dependencies = _dependencies_of(self._path)
 
     def __repr__(self) -> str:
         return f"UvCache({str(self._path)!r}, locks_dir={str(self._locks_dir)!r})"
@@ -426,24 +464,23 @@ class UvCache:
         included, and installs never wait for cleans of packages they do not
         use:
 
-        * the first install of a request (the same requirements, ``args``
-          and ``UV_*`` settings, in this process) first asks uv what it
-          would install: ``uv pip install --dry-run --no-cache``, which
-          touches nothing in this cache and takes no lock;
-        * the install then holds ``reading()`` of every package uv picked
-          (and of the requirements' names) for its whole run: it waits for
-          :meth:`clean` and ``exclusive()`` of any of them, and they wait
-          for it. Later installs of the same request reuse what uv
-          resolved the last time, with no dry run;
-        * when the plan has a source distribution to build, whose build
-          dependencies uv resolves only while building, or no readable
+        * the install holds ``reading()`` of every package it will use, for
+          its whole run: it waits for :meth:`clean` and ``exclusive()`` of
+          any of them, and they wait for it;
+        * those packages are the closure of the requirements over what uv's
+          resolver said each package depends on, in every install and dry
+          run on this uv cache in this process. When a requirement or a
+          dependency was never seen, uv is asked first: ``uv pip install
+          --dry-run --no-cache``, which touches nothing in this cache and
+          takes no lock;
+        * when one of them is a source distribution (its build dependencies
+          are resolved only while building it), or uv gave no readable
           plan, the install also holds the *clean guard* shared: no
           :meth:`clean` of any package runs during it;
-        * after every install uv's resolver log is checked against what was
-          locked. If uv picked more (the resolution grew, e.g. a new release
-          with a new dependency), those packages are cleaned again, since uv
-          may have put back what a concurrent clean removed, and reinstalled
-          under the clean guard.
+        * after every install uv's log is checked against what was locked.
+          If uv picked more (e.g. a new release with a new dependency),
+          those packages are cleaned again, since uv may have put back what
+          a concurrent clean removed, and reinstalled under the clean guard.
 
         Args:
             requirements: requirement strings, e.g. ``"setuptools-scm==8.2.0"``.
@@ -477,33 +514,31 @@ class UvCache:
                 return self.run(*command, *args, "--", *requirements, env=env)
         names = frozenset(canonical_names(_requirement_names(requirements)))
         environ = self.environ(env)
-        settings = tuple(sorted(i for i in environ.items() if i[0].startswith("UV_")))
-        key: _InstallKey = (requirements, tuple(args), settings)
-        locked = self._resolutions.get(key)
-        guard = False
-        if locked is None:
+        known = self._dependencies.closure(names)
+        if known is None:
             # A dry run with a throw-away cache tells what to lock; it
             # touches nothing in this cache, so it needs no lock.
             plan, planned = self._run_resolving(
                 [*command, "--dry-run", "--no-cache", *args, "--", *requirements],
                 environ,
             )
-            if plan.returncode != 0:
-                planned = None
-            # Without a plan, or with sources to build (whose build
-            # dependencies are resolved only then), no clean may run.
-            guard = planned is None or planned.builds
-            locked = names | (planned.names if planned is not None else names)
-        locked |= names
+            if plan.returncode == 0 and planned is not None:
+                self._dependencies.learn(planned)
+                known = self._dependencies.closure(names)
+        # Without a plan, or with sources to build (whose build dependencies
+        # uv resolves only then), no clean may run meanwhile.
+        guard = known is None or known[1]
+        locked = names | (known[0] if known is not None else names)
         with self._request(locked, exclusive=False, guard=guard, timeout=timeout):
             result, resolved = self._run_resolving(
                 [*command, *args, "--", *requirements], environ
             )
         if resolved is not None and not guard and not resolved.names <= locked:
-            # uv picked packages this install did not hold (its resolution
-            # grew since it was learned): a clean of one of them may have
-            # run meanwhile. Clean them again, since uv may have put back
-            # what that clean removed, and reinstall them while no clean runs.
+            # uv picked packages this install did not hold (a release with a
+            # new dependency since it was learned): a clean of one of them
+            # may have run meanwhile. Clean them again, since uv may have put
+            # back what that clean removed, and reinstall them while no clean
+            # runs.
             grown = sorted(resolved.names - locked)
             self.clean(*grown, env=env, timeout=timeout)
             again = [*command, *args]
@@ -514,8 +549,8 @@ class UvCache:
                 result, resolved = self._run_resolving(
                     [*again, "--", *requirements], environ
                 )
-        if resolved is not None:
-            self._resolutions.learn(key, locked | resolved.names)
+        if resolved is not None and result.returncode == 0:
+            self._dependencies.learn(resolved)
         if result.returncode != 0:
             raise UvCommandError(
                 result.returncode, result.args, result.stdout, result.stderr
