@@ -539,6 +539,43 @@ def test_install_holds_what_it_resolved_transitively(
         )
 
 
+@needs_uv
+@pytest.mark.timeout(60)
+def test_an_install_whose_resolution_grew_is_repaired(
+    uv_cache: UvCache, tmp_path: Path
+) -> None:
+    wheels = tmp_path / "wheels"
+    make_wheel(wheels, "top", "1.0", requires=["leaf"])
+    make_wheel(wheels, "leaf", "1.0")
+    uv_cache.pip_install(
+        "top", python=new_venv(uv_cache, tmp_path / "v1"), args=find_links(wheels)
+    )
+    # A release of top with a new dependency: the next install locks what
+    # it learned (top, leaf), uv picks more, and the install is repaired
+    # under locks of the new package too: clean it, reinstall it.
+    make_wheel(wheels, "top", "2.0", requires=["leaf", "newdep"])
+    make_wheel(wheels, "newdep", "1.0")
+    python = new_venv(uv_cache, tmp_path / "v2")
+    with thread_holding(uv_cache.cache, "x", ("newdep",)):
+        with pytest.raises(pkgcache.LockTimeout) as caught:
+            uv_cache.pip_install(
+                "top", python=python, args=find_links(wheels), timeout=0.2
+            )
+    assert caught.value.package == "newdep"
+    uv_cache.pip_install("top", python=python, args=find_links(wheels))
+    assert installed_version(python, "newdep") == "1.0"
+    assert record_complete(python, "newdep")
+    # Learned: the next install waits for newdep before running uv.
+    python = new_venv(uv_cache, tmp_path / "v3")
+    with thread_holding(uv_cache.cache, "x", ("newdep",)):
+        with pytest.raises(pkgcache.LockTimeout) as caught:
+            uv_cache.pip_install(
+                "top", python=python, args=find_links(wheels), timeout=0.2
+            )
+    assert caught.value.package == "newdep"
+    assert installed_version(python, "top") is None
+
+
 def install_top_in_a_loop(
     uv_cache: UvCache, chain: Path, venvs: Path, worker: str, count: int
 ) -> list[str]:

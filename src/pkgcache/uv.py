@@ -499,8 +499,10 @@ class UvCache:
         Raises:
             InvalidPackageName: a requirement has no readable project name
                 and ``packages`` is not given, or a name is invalid.
-            LockTimeout: the locks were not granted in time; uv did not run
-                (or, on a repair, the first run's result stands).
+            LockTimeout: the locks were not granted in time; uv did not
+                run. Or, for a resolution that grew, the locks of the repair
+                were not granted: uv ran, unchecked (what it picked is
+                learned all the same).
             LockOrderError: called inside a hold of this thread that does
                 not already cover what the install needs (name the packages
                 in the outer call, see :meth:`exclusive`).
@@ -518,21 +520,21 @@ class UvCache:
         if known is None:
             # A dry run with a throw-away cache tells what to lock; it
             # touches nothing in this cache, so it needs no lock.
-            plan, planned = self._run_resolving(
+            _, planned = self._run_resolving(
                 [*command, "--dry-run", "--no-cache", *args, "--", *requirements],
                 environ,
             )
-            if plan.returncode == 0 and planned is not None:
+            if planned is not None:
                 self._dependencies.learn(planned)
                 known = self._dependencies.closure(names)
         # Without a plan, or with sources to build (whose build dependencies
         # uv resolves only then), no clean may run meanwhile.
         guard = known is None or known[1]
         locked = names | (known[0] if known is not None else names)
-        with self._request(locked, exclusive=False, guard=guard, timeout=timeout):
-            result, resolved = self._run_resolving(
-                [*command, *args, "--", *requirements], environ
-            )
+        install = [*command, *args, "--", *requirements]
+        result, resolved = self._install_holding(
+            locked, guard, install, environ, timeout
+        )
         if resolved is not None and not guard and not resolved.names <= locked:
             # uv picked packages this install did not hold (a release with a
             # new dependency since it was learned): a clean of one of them
@@ -544,18 +546,33 @@ class UvCache:
             again = [*command, *args]
             for name in grown:
                 again += ["--reinstall-package", name]
-            locked |= resolved.names
-            with self._request(locked, exclusive=False, guard=True, timeout=timeout):
-                result, resolved = self._run_resolving(
-                    [*again, "--", *requirements], environ
-                )
-        if resolved is not None and result.returncode == 0:
-            self._dependencies.learn(resolved)
+            result, _ = self._install_holding(
+                locked | resolved.names,
+                True,
+                [*again, "--", *requirements],
+                environ,
+                timeout,
+            )
         if result.returncode != 0:
             raise UvCommandError(
                 result.returncode, result.args, result.stdout, result.stderr
             )
         return result
+
+    def _install_holding(
+        self,
+        locked: frozenset[NormalizedName],
+        guard: bool,
+        arguments: Sequence[str],
+        environ: dict[str, str],
+        timeout: float | _Timeout | None,
+    ) -> tuple[subprocess.CompletedProcess[str], _Resolution | None]:
+        """Run a ``uv pip install`` under these locks; learn what it resolved."""
+        with self._request(locked, exclusive=False, guard=guard, timeout=timeout):
+            result, resolved = self._run_resolving(arguments, environ)
+        if resolved is not None:
+            self._dependencies.learn(resolved)
+        return result, resolved
 
     def _run_resolving(
         self, arguments: Sequence[str], environ: dict[str, str]
