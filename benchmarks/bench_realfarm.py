@@ -621,7 +621,14 @@ def main(
         messages = sorted({m for run in runs for m in run["failures"]})
         for message in messages[:4]:
             print(f"  {key}: {message}")
+    ratios = paired_ratios(samples, args.installers)
+    for name, row in ratios.items():
+        print(
+            f"  {name}: median {row['median']:.3f}, "
+            f"range {row['min']:.3f}-{row['max']:.3f} over {row['rounds']} round(s)"
+        )
     result = {
+        "ratios": ratios,
         "parameters": {
             "workers": args.workers,
             "installers": args.installers,
@@ -634,7 +641,82 @@ def main(
     }
     if save_results:
         print(f"saved {save(result, 'realfarm')}")
+    if args.svg is not None:
+        args.svg.parent.mkdir(parents=True, exist_ok=True)
+        args.svg.write_text(render_svg(summary, args))
+        print(f"plot: {args.svg}")
     return result
+
+
+def paired_ratios(
+    samples: dict[str, list[dict[str, Any]]], installers: Sequence[int]
+) -> dict[str, dict[str, float]]:
+    """Round-by-round makespan ratios of the schemes run side by side."""
+    pairs = [
+        ("pkgcache", "pkgcache-closure"),
+        ("uv-lock", "pkgcache"),
+    ]
+    ratios = {}
+    for load in installers:
+        for top, bottom in pairs:
+            a, b = samples.get(f"{top}/{load}"), samples.get(f"{bottom}/{load}")
+            if not a or not b:
+                continue
+            values = [x["makespan_s"] / y["makespan_s"] for x, y in zip(a, b)]
+            ratios[f"{top} / {bottom}, +{load} installers"] = {
+                "median": statistics.median(values),
+                "min": min(values),
+                "max": max(values),
+                "rounds": len(values),
+            }
+    return ratios
+
+
+def render_svg(summary: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
+    """Makespan and time in cleans per scheme and load, as horizontal bars."""
+    width, left, bar, gap = 860, 190, 18, 6
+    longest = max(row["makespan_s"] for row in summary.values()) or 1.0
+    most_clean = max(row["clean_s"] for row in summary.values()) or 1.0
+    panel = (width - left - 60) / 2
+    out = [
+        f'<text x="{left}" y="20" font-weight="bold">Real build farm: '
+        f"{args.workers} workers, 18 sdists, real uv (median of {args.rounds} "
+        "round(s); lower is better)</text>",
+        f'<text x="{left}" y="42">makespan (s)</text>',
+        f'<text x="{left + panel + 40}" y="42">time in cleans, summed (s)</text>',
+    ]
+    y = 52
+    for key, row in summary.items():
+        scheme = key.split("/")[0]
+        fill = {"pkgcache": "#4c78a8", "uv-lock": "#e15759"}.get(scheme, "#9d9d9d")
+        failed = f"  ({row['failed']} failed)" if row["failed"] else ""
+        label = f"{scheme} +{key.split('/')[1]}"
+        out.append(
+            f'<text x="{left - 8}" y="{y + 13}" text-anchor="end">{label}</text>'
+        )
+        w1 = 0.8 * panel * row["makespan_s"] / longest
+        w2 = 0.8 * panel * row["clean_s"] / most_clean
+        x2 = left + panel + 40
+        out.append(
+            f'<rect x="{left}" y="{y}" width="{w1:.1f}" height="{bar}" fill="{fill}"/>'
+        )
+        out.append(
+            f'<text x="{left + w1 + 4:.1f}" y="{y + 13}">{row["makespan_s"]:.1f}{failed}</text>'
+        )
+        out.append(
+            f'<rect x="{x2}" y="{y}" width="{w2:.1f}" height="{bar}" fill="{fill}"/>'
+        )
+        out.append(
+            f'<text x="{x2 + w2 + 4:.1f}" y="{y + 13}">{row["clean_s"]:.1f}</text>'
+        )
+        y += bar + gap
+    height = y + 10
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">'
+        '<rect width="100%" height="100%" fill="white"/>'
+    )
+    return head + "".join(out) + "</svg>\n"
 
 
 def summarize(samples: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:

@@ -87,6 +87,8 @@ __all__ = ["LOCKS_SUFFIX", "UvCache", "UvCommandError", "UvNotFoundError", "find
 LOCKS_SUFFIX = ".pkgcache-locks"
 
 _ENV_CACHE_DIR = "UV_CACHE_DIR"
+# The uv cache of the dry runs that plan an install, in the locks folder.
+_PLANNING_CACHE = "uv-plans"
 # Variables that would make uv use another cache than the one locked.
 _ENV_DROPPED = ("UV_NO_CACHE",)
 
@@ -471,8 +473,9 @@ class UvCache:
           resolver said each package depends on, in every install and dry
           run on this uv cache in this process. When a requirement or a
           dependency was never seen, uv is asked first: ``uv pip install
-          --dry-run --no-cache``, which touches nothing in this cache and
-          takes no lock;
+          --dry-run`` on a uv cache of its own (``uv-plans`` in the locks
+          folder), which touches nothing in this cache and takes no lock
+          on it;
         * when one of them is a source distribution (its build dependencies
           are resolved only while building it), or uv gave no readable
           plan, the install also holds the *clean guard* shared: no
@@ -518,11 +521,15 @@ class UvCache:
         environ = self.environ(env)
         known = self._dependencies.closure(names)
         if known is None:
-            # A dry run with a throw-away cache tells what to lock; it
-            # touches nothing in this cache, so it needs no lock.
+            # A dry run on a cache of its own tells what to lock: it touches
+            # nothing in this cache, so it needs no lock here. (That cache
+            # keeps what uv learned about the interpreter: with --no-cache
+            # uv asks the interpreter anew and the dry run takes twice as
+            # long.)
+            planning = dict(environ)
+            planning[_ENV_CACHE_DIR] = str(self._locks_dir / _PLANNING_CACHE)
             _, planned = self._run_resolving(
-                [*command, "--dry-run", "--no-cache", *args, "--", *requirements],
-                environ,
+                [*command, "--dry-run", *args, "--", *requirements], planning
             )
             if planned is not None:
                 self._dependencies.learn(planned)
