@@ -263,14 +263,15 @@ class _Dependencies:
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._requires: dict[NormalizedName, frozenset[NormalizedName]] = {}
-        self._sources: set[NormalizedName] = set()
+        self._sources: frozenset[NormalizedName] = frozenset()
 
     def learn(self, resolution: _Resolution) -> None:
         with self._mutex:
             for name, dependencies in resolution.requires.items():
                 known = self._requires.get(name, frozenset())
                 self._requires[name] = known | dependencies
-            self._sources |= resolution.sources
+            # Replaced, not updated: closure() reads it without the mutex.
+            self._sources = self._sources | resolution.sources
 
     def closure(
         self, names: Iterable[NormalizedName]
@@ -300,6 +301,19 @@ _dependencies_mutex = threading.Lock()
 def _dependencies_of(path: Path) -> _Dependencies:
     with _dependencies_mutex:
         return _dependencies.setdefault(path, _Dependencies())
+
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held a mutex at fork time; what was learned
+    # stays true in the child.
+    global _dependencies_mutex  # noqa: PLW0603 - the module's one mutex
+    _dependencies_mutex = threading.Lock()
+    for dependencies in _dependencies.values():
+        dependencies._mutex = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class UvCache:
@@ -537,7 +551,7 @@ class UvCache:
         # Without a plan, or with sources to build (whose build dependencies
         # uv resolves only then), no clean may run meanwhile.
         guard = known is None or known[1]
-        locked = names | (known[0] if known is not None else names)
+        locked = names | known[0] if known is not None else names
         install = [*command, *args, "--", *requirements]
         result, resolved = self._install_holding(
             locked, guard, install, environ, timeout
