@@ -54,8 +54,8 @@ when a clean starts, so a clean never deletes it. Beyond the package, uv's
 ``cache clean PKG`` also removes the **whole flat-index bucket** (cached
 ``--find-links`` pages fetched over HTTP, for every package; local
 ``--find-links`` folders are not cached there): an install writing a
-flat-index entry at that moment can fail, so with remote ``--find-links``,
-clean with :meth:`UvCache.clean_all` or under ``exclusive()``.
+flat-index entry at that moment fails, so an install with remote
+``--find-links`` holds the clean guard.
 ``docs/uv.md`` lists what uv removes, bucket by bucket, and exactly what
 :meth:`UvCache.pip_install` guarantees.
 """
@@ -202,6 +202,25 @@ def _requirement_names(requirements: Sequence[str]) -> tuple[str, ...]:
                 "pass packages= to name the packages to lock",
             ) from None
     return tuple(names)
+
+
+def _remote_find_links(args: Sequence[str], environ: Mapping[str, str]) -> bool:
+    """Whether uv reads a ``--find-links`` page over HTTP.
+
+    uv caches those pages in its flat-index bucket, which every ``uv cache
+    clean PKG`` deletes whole.
+    """
+    found = environ.get("UV_FIND_LINKS", "").split()
+    following = False
+    for arg in args:
+        if following:
+            found.append(arg)
+        elif arg.startswith("--find-links="):
+            found.append(arg.partition("=")[2])
+        elif arg.startswith("-f") and len(arg) > 2:
+            found.append(arg[2:])
+        following = arg in ("--find-links", "-f")
+    return any(link.startswith(("http://", "https://")) for link in found)
 
 
 def _is_inside(path: Path, folder: Path) -> bool:
@@ -492,8 +511,10 @@ class UvCache:
           on it;
         * when one of them is a source distribution (its build dependencies
           are resolved only while building it), or uv gave no readable
-          plan, the install also holds the *clean guard* shared: no
-          :meth:`clean` of any package runs during it;
+          plan, or ``--find-links`` (or ``UV_FIND_LINKS``) names a URL (uv
+          caches those pages in one bucket that every clean deletes), the
+          install also holds the *clean guard* shared: no :meth:`clean` of
+          any package runs during it;
         * after every install uv's log is checked against what was locked.
           If uv picked more (e.g. a new release with a new dependency),
           those packages are cleaned again, since uv may have put back what
@@ -504,7 +525,8 @@ class UvCache:
             python: the interpreter or environment to install into
                 (``--python``); ``None`` lets uv choose.
             packages: the explicit override: hold exactly these packages
-                shared, learn nothing and check nothing. A per-package
+                shared (and the clean guard for remote ``--find-links``),
+                learn nothing and check nothing. A per-package
                 :meth:`clean` is then safe only if this names every package
                 the install may resolve, dependencies and build dependencies
                 included.
@@ -528,11 +550,18 @@ class UvCache:
         command = ["pip", "install"]
         if python is not None:
             command += ["--python", os.fspath(python)]
+        environ = self.environ(env)
+        # uv writes pages of remote --find-links into its flat-index bucket,
+        # which a clean of any package deletes whole: measured, 8 of 75
+        # installs failed ("failed to write to file .../flat-index-v7/html/
+        # .tmp...: No such file or directory") beside cleans of another one.
+        remote = _remote_find_links(args, environ)
         if packages is not None:
-            with self.reading(*packages, timeout=timeout):
+            with self._request(
+                packages, exclusive=False, guard=remote, timeout=timeout
+            ):
                 return self.run(*command, *args, "--", *requirements, env=env)
         names = frozenset(canonical_names(_requirement_names(requirements)))
-        environ = self.environ(env)
         known = self._dependencies.closure(names)
         if known is None:
             # A dry run on a cache of its own tells what to lock: it touches
@@ -550,7 +579,7 @@ class UvCache:
                 known = self._dependencies.closure(names)
         # Without a plan, or with sources to build (whose build dependencies
         # uv resolves only then), no clean may run meanwhile.
-        guard = known is None or known[1]
+        guard = known is None or known[1] or remote
         locked = names | known[0] if known is not None else names
         install = [*command, *args, "--", *requirements]
         result, resolved = self._install_holding(
