@@ -662,7 +662,9 @@ def paired_ratios(
             a, b = samples.get(f"{top}/{load}"), samples.get(f"{bottom}/{load}")
             if not a or not b:
                 continue
-            values = [x["makespan_s"] / y["makespan_s"] for x, y in zip(a, b, strict=True)]
+            values = [
+                x["makespan_s"] / y["makespan_s"] for x, y in zip(a, b, strict=True)
+            ]
             ratios[f"{top} / {bottom}, +{load} installers"] = {
                 "median": statistics.median(values),
                 "min": min(values),
