@@ -122,7 +122,7 @@ class Farm:
         self.wheelhouse = root / "wheelhouse"
         self.wheelhouse.mkdir()
         self.mutex = threading.Lock()
-        self.status: dict[str, str] = {}
+        self.busy: collections.Counter[str] = collections.Counter()
         self.built = 0
         self.installs = 0
         self.cleans = 0
@@ -138,12 +138,12 @@ class Farm:
         thread = threading.current_thread()
         thread.name = what
         with self.mutex:
-            self.status[what] = what
+            self.busy[kind(what)] += 1
         try:
             yield
         finally:
             with self.mutex:
-                self.status.pop(what, None)
+                self.busy[kind(what)] -= 1
 
     def waiting(self, what: str, attempt: Callable[[float | None], object]) -> None:
         """Run ``attempt``; if its locks are busy, record who held them, then wait."""
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         def progress() -> None:
             while not stop.wait(0.1):
                 with farm.mutex:
-                    busy = collections.Counter(kind(s) for s in farm.status)
+                    busy = +farm.busy  # the tasks running now
                     line = (
                         f"built {farm.built}/{len(GRAPH) * ROUNDS}, "
                         f"{farm.installs} installs, {farm.cleans} cleans, "
