@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\r{line[:110]:<110}", end="", flush=True)
 
         def show(message: str) -> None:
-            print(("\r" if live else "") + f"{message:<110}", flush=True)
+            print(f"\r{message:<110}" if live else message, flush=True)
 
         ticker = threading.Thread(target=progress, daemon=True)
         if live:
