@@ -578,6 +578,26 @@ def test_an_install_whose_resolution_grew_is_repaired(
     assert installed_version(python, "top") is None
 
 
+@needs_uv
+@pytest.mark.timeout(60)
+def test_a_learned_install_asks_uv_once(chain: Path, tmp_path: Path) -> None:
+    """No dry run once learned, a requirement whose marker is false included."""
+    log = tmp_path / "uv-calls"
+    wrapper = tmp_path / "uv"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {UV} "$@"\n')
+    wrapper.chmod(0o755)
+    uv_cache = UvCache(tmp_path / "uv-cache", uv=wrapper, timeout=WAIT)
+    requirements = ("top", 'absent; python_version < "3"')
+    for index in range(2):
+        python = new_venv(uv_cache, tmp_path / f"v{index}")
+        calls = len(log.read_text().splitlines())
+        uv_cache.pip_install(*requirements, python=python, args=find_links(chain))
+        installs = log.read_text().splitlines()[calls:]
+        assert installed_version(python, "leaf") == "1.0"
+    assert len(installs) == 1, installs
+    assert "--dry-run" not in installs[0]
+
+
 def install_top_in_a_loop(
     uv_cache: UvCache, chain: Path, venvs: Path, worker: str, count: int
 ) -> list[str]:

@@ -284,8 +284,20 @@ class _Dependencies:
         self._requires: dict[NormalizedName, frozenset[NormalizedName]] = {}
         self._sources: frozenset[NormalizedName] = frozenset()
 
-    def learn(self, resolution: _Resolution) -> None:
+    def learn(
+        self, resolution: _Resolution, requested: Iterable[NormalizedName] = ()
+    ) -> None:
+        """Add what uv said; ``requested`` names it did not pick need nothing.
+
+        uv leaves out a requirement whose marker is false for the target
+        (``tomli; python_version < "3.11"``): it uses nothing of it. Should
+        another target pick it, its dependencies are learned then, and the
+        check after that install catches what was not held.
+        """
         with self._mutex:
+            if resolution.names:
+                for name in requested:
+                    self._requires.setdefault(name, frozenset())
             for name, dependencies in resolution.requires.items():
                 known = self._requires.get(name, frozenset())
                 self._requires[name] = known | dependencies
@@ -575,15 +587,19 @@ class UvCache:
                 [*command, "--dry-run", *args, "--", *requirements], planning
             )
             if planned is not None:
-                self._dependencies.learn(planned)
+                self._dependencies.learn(planned, names)
                 known = self._dependencies.closure(names)
+                if known is None and not planned.names:
+                    # Nothing to resolve: the environment has it all, and
+                    # uv reads nothing from the cache.
+                    known = frozenset(), False
         # Without a plan, or with sources to build (whose build dependencies
         # uv resolves only then), no clean may run meanwhile.
         guard = known is None or known[1] or remote
         locked = names | known[0] if known is not None else names
         install = [*command, *args, "--", *requirements]
         result, resolved = self._install_holding(
-            locked, guard, install, environ, timeout
+            locked, guard, install, environ, timeout, requested=names
         )
         if resolved is not None and not guard and not resolved.names <= locked:
             # uv picked packages this install did not hold (a release with a
@@ -602,6 +618,7 @@ class UvCache:
                 [*again, "--", *requirements],
                 environ,
                 timeout,
+                requested=names,
             )
         if result.returncode != 0:
             raise UvCommandError(
@@ -616,12 +633,14 @@ class UvCache:
         arguments: Sequence[str],
         environ: dict[str, str],
         timeout: float | _Timeout | None,
+        *,
+        requested: frozenset[NormalizedName],
     ) -> tuple[subprocess.CompletedProcess[str], _Resolution | None]:
         """Run a ``uv pip install`` under these locks; learn what it resolved."""
         with self._request(locked, exclusive=False, guard=guard, timeout=timeout):
             result, resolved = self._run_resolving(arguments, environ)
         if resolved is not None:
-            self._dependencies.learn(resolved)
+            self._dependencies.learn(resolved, requested)
         return result, resolved
 
     def _run_resolving(
