@@ -281,6 +281,10 @@ class _Dependencies:
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
+        # One dry run at a time: threads that start together on packages
+        # never seen mostly need the same answer (8 workers ran 13 dry runs,
+        # 5 of them twice), and the machine's cores are busy anyway.
+        self.planning = threading.Lock()
         self._requires: dict[NormalizedName, frozenset[NormalizedName]] = {}
         self._sources: frozenset[NormalizedName] = frozenset()
 
@@ -341,6 +345,7 @@ def _after_fork_in_child() -> None:
     _dependencies_mutex = threading.Lock()
     for dependencies in _dependencies.values():
         dependencies._mutex = threading.Lock()
+        dependencies.planning = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -576,23 +581,8 @@ class UvCache:
         names = frozenset(canonical_names(_requirement_names(requirements)))
         known = self._dependencies.closure(names)
         if known is None:
-            # A dry run on a cache of its own tells what to lock: it touches
-            # nothing in this cache, so it needs no lock here. (That cache
-            # keeps what uv learned about the interpreter: with --no-cache
-            # uv asks the interpreter anew and the dry run takes twice as
-            # long.)
-            planning = dict(environ)
-            planning[_ENV_CACHE_DIR] = str(self._locks_dir / _PLANNING_CACHE)
-            _, planned = self._run_resolving(
-                [*command, "--dry-run", *args, "--", *requirements], planning
-            )
-            if planned is not None:
-                self._dependencies.learn(planned, names)
-                known = self._dependencies.closure(names)
-                if known is None and not planned.names:
-                    # Nothing to resolve: the environment has it all, and
-                    # uv reads nothing from the cache.
-                    known = frozenset(), False
+            with self._dependencies.planning:
+                known = self._plan(command, args, requirements, environ, names)
         # Without a plan, or with sources to build (whose build dependencies
         # uv resolves only then), no clean may run meanwhile.
         guard = known is None or known[1] or remote
@@ -625,6 +615,37 @@ class UvCache:
                 result.returncode, result.args, result.stdout, result.stderr
             )
         return result
+
+    def _plan(
+        self,
+        command: Sequence[str],
+        args: Sequence[str],
+        requirements: Sequence[str],
+        environ: Mapping[str, str],
+        names: frozenset[NormalizedName],
+    ) -> tuple[frozenset[NormalizedName], bool] | None:
+        """What an install of ``names`` will use, asking uv if need be."""
+        known = self._dependencies.closure(names)  # learned while we waited?
+        if known is not None:
+            return known
+        # A dry run on a cache of its own tells what to lock: it touches
+        # nothing in this cache, so it needs no lock here. (That cache keeps
+        # what uv learned about the interpreter: with --no-cache uv asks the
+        # interpreter anew and the dry run takes twice as long.)
+        planning = dict(environ)
+        planning[_ENV_CACHE_DIR] = str(self._locks_dir / _PLANNING_CACHE)
+        _, planned = self._run_resolving(
+            [*command, "--dry-run", *args, "--", *requirements], planning
+        )
+        if planned is None:
+            return None
+        self._dependencies.learn(planned, names)
+        known = self._dependencies.closure(names)
+        if known is None and not planned.names:
+            # Nothing to resolve: the environment has it all, and uv reads
+            # nothing from the cache.
+            return frozenset(), False
+        return known
 
     def _install_holding(
         self,
