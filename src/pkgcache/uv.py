@@ -30,8 +30,9 @@ cache.
 The helpers run uv under the right locks:
 
 * :meth:`UvCache.pip_install` holds ``reading()`` of every package uv
-  resolves for the install, build dependencies included (it asks uv with a
-  dry run the first time, and remembers);
+  resolves for the install, build dependencies included (what uv's
+  resolver says each package depends on is remembered; a dry run asks
+  about packages never seen);
 * :meth:`UvCache.clean` holds ``exclusive(*packages)`` while ``uv cache
   clean --force PKG`` runs, so it waits for the users of those packages
   only, not for every install of every package as a plain ``uv cache clean
