@@ -158,6 +158,7 @@ def fetch(folder: Path = DOWNLOADS) -> Path:
 @dataclass(frozen=True)
 class Sdist:
     name: str
+    version: str
     path: Path
     requires: tuple[str, ...]
     backend: str
@@ -177,10 +178,11 @@ def read_sdists(folder: Path) -> list[Sdist]:
             except KeyError:
                 data = {}
         system = data.get("build-system", {})
-        name = re.sub(r"[-_.]+", "-", top.rsplit("-", 1)[0]).lower()
+        project, _, version = top.rpartition("-")
         found.append(
             Sdist(
-                name,
+                re.sub(r"[-_.]+", "-", project).lower(),
+                version,
                 path,
                 tuple(system.get("requires", LEGACY["requires"])),
                 system.get("build-backend", LEGACY["backend"]),
@@ -371,7 +373,7 @@ def build_one(
         scheme.invalidate(sdist.name)
         tally.add("clean", time.perf_counter() - started)
         with tally.lock:
-            published[sdist.name] = SDISTS[sdist.name]
+            published[sdist.name] = sdist.version
             tally.builds += 1
     shutil.rmtree(folder, ignore_errors=True)
 
