@@ -41,6 +41,16 @@ def test_workers() -> None:
 
 
 @pytest.mark.timeout(TIMEOUT + 10)
+def test_build_farm() -> None:
+    pytest.importorskip("uv", reason="the farm runs the real uv (the farm extra)")
+    out = run_example("examples/build_farm.py").stdout
+    assert "built 24 wheels" in out
+    assert "; 0 failures" in out
+    assert "FAILED" not in out
+    assert "what waited for what:" in out
+
+
+@pytest.mark.timeout(TIMEOUT + 10)
 def test_fromager_style_builder(tmp_path: Path) -> None:
     out = run_example("examples/fromager_style_builder.py", str(tmp_path)).stdout
     assert "built 14 wheels of 7 packages in 2 rounds" in out
