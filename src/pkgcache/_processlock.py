@@ -329,7 +329,7 @@ class ProcessLock:
 
         This process's holding threads are named on its own entry.
         """
-        from ._holders import Holder  # noqa: PLC0415 - only for introspection
+        from ._holders import process_holder  # noqa: PLC0415 - introspection only
 
         own = self.holding_threads()
         found = self.engine.holders()
@@ -337,29 +337,16 @@ class ProcessLock:
             return found
         pid = os.getpid()
         names = tuple(state.name for state, _ in own)
-        mine = Holder(
+        # The threads' mode: the kernel's line (if any) may be an older one.
+        mine = process_holder(
+            pid,
             package=self.package,
-            pid=pid,
             mode=str(own[0][1]),
             waiting=False,
-            command=None,
             threads=names,
             path=self.path,
         )
-        rest = []
-        for holder in found:
-            if holder.pid == pid and not holder.waiting:
-                mine = Holder(
-                    package=holder.package,
-                    pid=pid,
-                    mode=str(own[0][1]),
-                    waiting=False,
-                    command=holder.command,
-                    threads=names,
-                    path=holder.path,
-                )
-            else:
-                rest.append(holder)
+        rest = [h for h in found if h.pid != pid or h.waiting]
         return [mine, *rest]
 
     # -- acquire ---------------------------------------------------------------
