@@ -421,14 +421,24 @@ class ProcessLock:
         self, state: ThreadState, exclusive: bool, deadline: float | None
     ) -> None:
         """Wait in the process, then (as the mover) in the engine."""
-        with SlowWait(self, 2 if exclusive else 1):
+        wait = SlowWait(self, 2 if exclusive else 1)
+        granted = False
+        try:
+            wait.begin()
             try:
-                if self._wait_in_process(state, exclusive, deadline):
-                    return
-                self._move(state, exclusive, deadline)
+                if not self._wait_in_process(state, exclusive, deadline):
+                    self._move(state, exclusive, deadline)
+                granted = True
             except BaseException:
                 self._recover(state)
                 raise
+        finally:
+            # Before any call (an interrupt lands at calls, also at the
+            # start of the one that would mark it): the watchdog must not
+            # report this wait once it is over.
+            wait.done = True
+            if wait.loud:
+                wait.end(granted)
 
     def _wait_in_process(
         self, state: ThreadState, exclusive: bool, deadline: float | None
