@@ -285,7 +285,11 @@ class LockRequest:
             _lockset.give_back(plan, state, self._before)  # type: ignore[arg-type]
             raise
         finally:
-            _lockset.forget(plan, state)  # type: ignore[arg-type]
+            held = state.held  # type: ignore[union-attr]
+            if held and held[-1] is plan:
+                held.pop()  # the usual order: the latest block ends first
+            else:
+                _lockset.forget(plan, state)  # type: ignore[arg-type]
         if self._debug:
             logger.debug(
                 "released %s in %s", _describe_plan(plan), self.cache._real_root
