@@ -559,7 +559,7 @@ class CacheTransaction(CacheView):
         return self.cache._store().remove(name, key, verify=self._verify)
 
     def clear(self, *, package: str | None = None) -> int:
-        """Remove every entry of the packages held (or of ``package``).
+        """Remove every entry of the packages held exclusively (or of ``package``).
 
         Inside ``exclusive()`` without a ``package``, empties the store.
         Also deletes staging leftovers of those packages. Returns the number
