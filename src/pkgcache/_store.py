@@ -159,10 +159,14 @@ class _Handle(Protocol):
 
     def covers(self, package: str) -> NormalizedName: ...
 
+    def _require_open(self) -> None: ...
+
 
 class _TransactionHandle(_Handle, Protocol):
     @property
     def whole_cache(self) -> bool: ...
+
+    def _writable(self, package: str) -> NormalizedName: ...
 
 
 # -- folders -------------------------------------------------------------------
@@ -658,17 +662,21 @@ def _staging(cache: _CacheLike, package: str) -> Iterator[tuple[int, str]]:
 def _target(
     handle: _TransactionHandle, package: str | None, filename: str | None
 ) -> NormalizedName:
-    """The package a transaction call is about."""
+    """The package a transaction call writes, checked like every write.
+
+    Raises NotLockedError if the block is not open (or was opened by the
+    parent of this forked process) or holds the package only for reading.
+    """
     if package is not None:
-        return handle.covers(package)
+        return handle._writable(package)
     if len(handle.packages) == 1 and not handle.whole_cache:
-        return handle.packages[0]
+        return handle._writable(handle.packages[0])
     if filename is not None:
         with contextlib.suppress(InvalidWheelFilename, InvalidSdistFilename):
             if filename.endswith(".whl"):
-                return handle.covers(parse_wheel_filename(filename)[0])
+                return handle._writable(parse_wheel_filename(filename)[0])
             if filename.endswith((".tar.gz", ".zip")):
-                return handle.covers(parse_sdist_filename(filename)[0])
+                return handle._writable(parse_sdist_filename(filename)[0])
     held = "the whole cache" if handle.whole_cache else ", ".join(handle.packages)
     raise TypeError(
         f"this transaction holds {held}: say which package with package=..."
@@ -1297,8 +1305,9 @@ class TransactionStoreMethods:
         Also deletes staging leftovers of those packages. Returns the number
         of entries removed.
         """
+        self._require_open()
         if package is not None:
-            names = [self.covers(package)]
+            names = [self._writable(package)]
         elif self.whole_cache:
             names = _package_names(self.cache)
         else:
