@@ -374,6 +374,14 @@ class FlockEngine:
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE):
                     raise OutOfDescriptors(folder.display(name)) from exc
+                if exc.errno == errno.EBADF and dir_fd is not None:
+                    # Not ours to repair: code outside pkgcache closed the
+                    # folder's descriptor (os.closerange).
+                    raise CacheError(
+                        f"cannot open {folder.display(name)}: the descriptor "
+                        "of its folder was closed by code outside pkgcache "
+                        "(do not close descriptors you did not open)"
+                    ) from exc
                 raise
             if gate:
                 self._gate_fd, self._gate_writable = fd, writable[0]
