@@ -90,6 +90,8 @@ def test_new_thread_reusing_a_dead_holders_ident_does_not_enter_its_hold(tmp_pat
     server = LockServer(str(cache.root))
     try:
         assert server.call("try", "r", ["d"], 0) is not True
+        kept[0].__exit__(None, None, None)  # ending a block from another thread
+        assert server.call("try", "x", ["d"], 0) is True
     finally:
         server.close()
 
