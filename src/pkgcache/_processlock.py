@@ -372,9 +372,14 @@ class ProcessLock:
         # Re-entry needs no mutex: only the thread itself adds or removes its
         # own hold, and while it holds, nobody releases the engine.
         if self._writer is state:
-            self._depth += 1
-            return
+            if state.held:
+                self._depth += 1
+                return
+            self._drop_leftover(state)
         count = self._readers.get(state)
+        if count is not None and not state.held:
+            self._drop_leftover(state)
+            count = None
         if count is not None:
             if exclusive:
                 raise LockUpgradeError(
@@ -418,6 +423,15 @@ class ProcessLock:
             self._recover(state)
             raise
         self._acquire_slowly(state, exclusive, deadline)
+
+    def _drop_leftover(self, state: ThreadState) -> None:
+        """Give back a hold of a thread that has no open block.
+
+        Such a hold is one a second interrupt left behind while the first
+        was being repaired (held and recorded, but no block will release
+        it): it is released here, and the lock is taken anew.
+        """
+        self.release_all(state)
 
     def _try_harder(self, state: ThreadState, exclusive: bool) -> None:
         """A try that could not enter at once: enter if a check allows, or raise.

@@ -402,3 +402,28 @@ def test_the_injector_finds_the_window_it_is_for(scene: Scene) -> None:
     counting._point = record  # type: ignore[method-assign]
     assert not _run_block(lambda: scene.cache.exclusive("a"), counting)
     assert {"call", "c_return", "return", "return to", "loop"} <= set(events)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["r", "x"])
+def test_a_hold_left_by_a_double_fault_is_given_back_at_the_next_call(
+    scene: Scene, mode: str
+) -> None:
+    """What a second interrupt inside the repair of a first can leave.
+
+    The thread holds (and records) a lock no open block will release. Its
+    next call on that lock, outside any block, gives the hold back and
+    takes the lock anew: no ``LockUpgradeError``, nothing held afterwards.
+    """
+    from pkgcache import _process
+
+    cache = scene.cache
+    block = cache.reading("a") if mode == "r" else cache.exclusive("a")
+    block.__enter__()
+    # The state a double fault leaves: the hold, and no block that owns it.
+    # (The block object stays alive: its finalizer would release it.)
+    _process.thread_state().held.clear()
+    with cache.exclusive("a", timeout=0):
+        assert cache.statistics("a").depth == 1
+    scene.check("after the leftover was given back", thorough=True)
+    del block
