@@ -44,7 +44,10 @@ class Holder:
         command: the process's command line, when the platform tells it.
         threads: names of the threads of *this* process holding the lock
             (empty for other processes).
-        path: the lock file.
+        path: the lock file (for a lock on a lock server, the lock's
+            description).
+        host: the host the process runs on, when the lock lives on a lock
+            server shared by several hosts; ``None`` for a local lock.
     """
 
     package: str | None
@@ -54,13 +57,15 @@ class Holder:
     command: str | None
     threads: tuple[str, ...]
     path: str
+    host: str | None = None
 
     def describe(self) -> str:
         """A one-line description for log messages and errors."""
         what = "whole cache" if self.package is None else repr(self.package)
         role = "waits for" if self.waiting else "holds"
         mode = f"{self.mode} " if self.mode else ""
-        text = f"pid {self.pid} {role} {mode}lock on {what}"
+        where = f" on {self.host}" if self.host else ""
+        text = f"pid {self.pid}{where} {role} {mode}lock on {what}"
         if self.threads:
             text += f" (threads: {', '.join(self.threads)})"
         if self.command:
