@@ -196,3 +196,15 @@ def overlapping_reader(
     while not stop.is_set():
         with cache.reading(package, timeout=WAIT):
             stopped.wait(hold)
+
+
+def identity_at_barrier(folder: str, barrier: Any, results: Any) -> None:
+    """Read or create the cache identity in ``folder``, all at once."""
+    from pkgcache._identity import cache_identity
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        barrier.wait(WAIT)
+        results.put(cache_identity(fd, folder))
+    finally:
+        os.close(fd)
