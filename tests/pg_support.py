@@ -57,9 +57,13 @@ def _free_port() -> int:
 
 
 class Server:
-    """A PostgreSQL server in ``folder``, on a unix socket and on TCP."""
+    """A PostgreSQL server in ``folder``, on a unix socket and on TCP.
 
-    def __init__(self, folder: Path) -> None:
+    ``listen`` is the server's ``listen_addresses``; clients from addresses
+    other than 127.0.0.1 also need :meth:`trust`.
+    """
+
+    def __init__(self, folder: Path, listen: str = "127.0.0.1") -> None:
         assert unavailable() is None
         import pgserver
 
@@ -71,6 +75,7 @@ class Server:
         self._server = server
         info = server.get_postmaster_info()
         self.socket_dir = str(info.socket_dir)
+        self.listen = listen
         self.port = _free_port()
         self._ctl("restart", "-m", "fast")
         self.unix_url = (
@@ -79,13 +84,19 @@ class Server:
         self.tcp_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _ctl(self, *args: str) -> None:
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir}"
+        options = f"-h '{self.listen}' -p {self.port} -k {self.socket_dir}"
         self._pgserver.pg_ctl(
             ["-w", "-o", options, "-l", str(self._server.log), *args],
             pgdata=self._server.pgdata,
             user=self._server.system_user,
             timeout=60,
         )
+
+    def trust(self, network: str) -> None:
+        """Let clients from ``network`` (``10.0.0.0/8``) in without a password."""
+        with open(self._server.pgdata / "pg_hba.conf", "a", encoding="utf-8") as hba:
+            hba.write(f"host all all {network} trust\n")
+        self.sql("SELECT pg_reload_conf()")
 
     def stop(self) -> None:
         """Stop the server at once (sessions are terminated)."""
@@ -109,7 +120,7 @@ class Server:
 
     @classmethod
     @contextlib.contextmanager
-    def temporary(cls) -> Iterator[Server]:
+    def temporary(cls, listen: str = "127.0.0.1") -> Iterator[Server]:
         """A server in a new temporary folder, deleted afterwards.
 
         Not under pytest's own temporary folder: run as root, the server
@@ -119,7 +130,7 @@ class Server:
         """
         folder = Path(tempfile.mkdtemp(prefix="pkgcache-postgres-"))
         try:
-            server = cls(folder)
+            server = cls(folder, listen)
             try:
                 yield server
             finally:

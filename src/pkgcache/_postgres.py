@@ -424,12 +424,14 @@ class PostgresLocks:
     # -- queries -----------------------------------------------------------------
 
     def query(self, sql: str) -> list[list[str | None]]:
-        """Run a read-only statement on a session that is not waiting."""
+        """Run a read-only statement on a session that is free right now."""
         with self._mutex:
             candidates = [s for s in self._sessions if not s.dead and not s.waiting]
         for session in candidates:
             if session.mutex.acquire(blocking=False):
-                break
+                if not session.dead:  # closed meanwhile: try the next
+                    break
+                session.mutex.release()
         else:
             session = self._connect()
             with self._mutex:
