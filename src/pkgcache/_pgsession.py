@@ -38,7 +38,6 @@ __all__ = ["ServerRefused", "Session", "SessionDied", "connect"]
 
 _IN = select.POLLIN | select.POLLPRI
 _OUT = select.POLLOUT
-_BROKEN = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 #: SQLSTATE codes the engine tells apart.
 LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout fired
@@ -201,6 +200,15 @@ class Session:
         return results
 
     # -- life --------------------------------------------------------------------
+
+    def fileno(self) -> int | None:
+        """The socket, to watch for a message the server sends unasked."""
+        if self.dead:
+            return None
+        try:
+            return self._pgconn.socket
+        except Exception:  # psycopg.OperationalError: the connection is gone
+            return None
 
     def _die(self) -> None:
         self.dead = True

@@ -77,10 +77,12 @@ the server (see :mod:`pkgcache._pgsession`) and opens its own sessions.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import os
+import select
 import socket
 import sys
 import threading
@@ -249,6 +251,7 @@ class PostgresLocks:
         self.identity = identity
         self.tag = identity[:8]
         self.server = _redacted(url)
+        self._woken = _wake_pipe()  # wakes the heartbeat's watch (see _watch)
         self._reset()
 
     def _reset(self) -> None:
@@ -343,6 +346,9 @@ class PostgresLocks:
             session = engine._session
             if session is not None:
                 session.waiting = False
+                if len(session.held) == 1:  # it starts holding: watch it
+                    with contextlib.suppress(OSError):  # full: already woken
+                        os.write(self._woken[1], b"\0")
             if self._heartbeat is None:
                 thread = threading.Thread(
                     target=self._beat,
@@ -379,7 +385,7 @@ class PostgresLocks:
     # -- heartbeat -------------------------------------------------------------
 
     def _beat(self, stop: threading.Event) -> None:
-        while not stop.wait(HEARTBEAT):
+        while not stop.is_set():
             with self._mutex:
                 sessions = [s for s in self._sessions if s.held and not s.waiting]
                 shared = sorted(
@@ -391,13 +397,58 @@ class PostgresLocks:
                     and not engine._exclusive
                 )
             for session in sessions:
-                if session.mutex.acquire(blocking=False):
-                    try:
-                        self._ping(session)
-                    finally:
-                        session.mutex.release()
-                # else: in use, and its user sees any failure first
+                self._ping_if_free(session)
             self.writers_waiting = self._writers_waiting(shared)
+            self._watch(time.monotonic() + HEARTBEAT, stop)
+
+    def _watch(self, until: float, stop: threading.Event) -> None:
+        """Until ``until``, ping at once a session the server writes to unasked.
+
+        The server writes to an idle session only to end it: the message of
+        ``pg_terminate_backend`` or of a shutdown, or the end of the stream
+        when it crashed. Watching the sockets notices those in milliseconds
+        rather than at the next beat (the lock may be someone else's by
+        then). A session that starts holding a lock wakes the watch
+        (:meth:`granted`), which then watches it too.
+        """
+        woken = self._woken[0]
+        pinged: set[Session] = set()
+        while not stop.is_set():
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return
+            with self._mutex:
+                candidates = [
+                    s
+                    for s in self._sessions
+                    if s.held and not s.waiting and s not in pinged
+                ]
+            watched = {}
+            for session in candidates:
+                fd = session.fileno()
+                if fd is not None:
+                    watched[fd] = session
+            poller = select.poll()
+            poller.register(woken, select.POLLIN)
+            for fd in watched:
+                poller.register(fd, select.POLLIN)
+            for fd, _ in poller.poll(max(1, int(remaining * 1000))):
+                if fd == woken:
+                    with contextlib.suppress(OSError):
+                        os.read(fd, 4096)
+                elif fd in watched:
+                    # Once per beat: a session in use is readable while its
+                    # user reads its own answer, and would keep waking us.
+                    pinged.add(watched[fd])
+                    self._ping_if_free(watched[fd])
+
+    def _ping_if_free(self, session: Session) -> None:
+        if session.mutex.acquire(blocking=False):
+            try:
+                self._ping(session)
+            finally:
+                session.mutex.release()
+        # else: in use, and its user sees any failure first
 
     def _ping(self, session: Session) -> None:
         """Prove ``session`` alive; call with its mutex held."""
@@ -523,10 +574,20 @@ class PostgresLocks:
             if session is not None:
                 session.forget_after_fork()
         engines = list(self._engines.values())
+        for fd in self._woken:  # the parent's heartbeat reads this pipe
+            os.close(fd)
+        self._woken = _wake_pipe()
         self._reset()
         for engine in engines:
             engine.forget_after_fork()
             self._engines[engine.package] = engine
+
+
+def _wake_pipe() -> tuple[int, int]:
+    pipe = os.pipe()
+    for fd in pipe:
+        os.set_blocking(fd, False)
+    return pipe
 
 
 def _parse_application_name(
