@@ -289,6 +289,20 @@ def test_writer_waits_is_seen_by_a_shared_holder(services, pg_server):
     thread.join(WAIT)
 
 
+def test_writer_really_waits_asks_the_server_now(services, pg_server):
+    reader, writer = services(), services()
+    engine = reader.engine("a")
+    assert engine.try_acquire(False)
+    assert not engine.writer_really_waits()
+    thread = threading.Thread(target=writer.engine("a").acquire, args=(True, None))
+    thread.start()
+    wait_until(lambda: waiting_on(pg_server, lock_key(IDENTITY, "a")), "writer queued")
+    assert engine.writer_really_waits()
+    assert engine.writer_waits()  # remembered
+    engine.release()
+    thread.join(WAIT)
+
+
 def test_a_writer_is_not_starved_by_readers_of_other_hosts(
     servers, services, pg_server
 ):

@@ -260,6 +260,7 @@ class PostgresLocks:
         self._engines: dict[str | None, PostgresLock] = {}
         self.writers_waiting: frozenset[int] = frozenset()
         self._probe: Session | None = None  # holds no lock; see _writers_waiting
+        self._probe_mutex = threading.Lock()
         self._heartbeat: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -475,19 +476,30 @@ class PostgresLocks:
         """
         if not shared:
             return frozenset()
-        probe = self._probe
         try:
-            if probe is None or probe.dead:
-                probe = self._probe = self._connect()
-            with probe.mutex:
-                rows = probe.execute(
-                    _WRITERS_WAITING.format(",".join(map(str, shared))),
-                    time.monotonic() + ANSWER,
-                )
+            with self._probe_mutex:
+                probe = self._probe
+                if probe is None or probe.dead:
+                    probe = self._probe = self._connect()
+                with probe.mutex:
+                    rows = probe.execute(
+                        _WRITERS_WAITING.format(",".join(map(str, shared))),
+                        time.monotonic() + ANSWER,
+                    )
         except (LockServerError, SessionDied, ServerRefused) as exc:
             logger.debug("lock server writer probe failed: %s", exc)
             return self.writers_waiting
         return frozenset(int(row[0]) for row in rows if row[0] is not None)
+
+    def writer_really_waits(self, key: int) -> bool:
+        """Probe ``key`` now (see :meth:`_writers_waiting`) and remember the answer."""
+        waiting = key in self._writers_waiting([key])
+        with self._mutex:
+            if waiting:
+                self.writers_waiting |= {key}
+            else:
+                self.writers_waiting -= {key}
+        return waiting
 
     def confirm(self, session: Session) -> None:
         """Ping ``session`` now unless it answered within the last ``ANSWER`` s."""
@@ -765,6 +777,10 @@ class PostgresLock:
         only while this process holds the lock shared.
         """
         return self.key in self._service.writers_waiting
+
+    def writer_really_waits(self) -> bool:
+        """Like :meth:`writer_waits`, but ask the server now (one round trip)."""
+        return self._service.writer_really_waits(self.key)
 
     def check(self) -> None:
         """Raise :class:`~pkgcache.LockLost` if this process's hold was lost.
