@@ -31,10 +31,18 @@ import select
 import threading
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from psycopg import pq
 
-__all__ = ["ServerRefused", "Session", "SessionDied", "connect"]
+__all__ = [
+    "Prepared",
+    "ServerRefused",
+    "Session",
+    "SessionDied",
+    "Statement",
+    "connect",
+]
 
 _IN = select.POLLIN | select.POLLPRI
 _OUT = select.POLLOUT
@@ -42,6 +50,21 @@ _OUT = select.POLLOUT
 #: SQLSTATE codes the engine tells apart.
 LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout fired
 QUERY_CANCELED = "57014"  # our cancel request, after an interrupt
+
+
+class Prepared(NamedTuple):
+    """A statement prepared on every session (see :meth:`Session.prepare`)."""
+
+    name: bytes
+    argument: bytes
+
+    @classmethod
+    def call(cls, name: str, argument: int) -> Prepared:
+        return cls(name.encode(), str(argument).encode())
+
+
+#: Text, or a prepared statement and its one argument.
+Statement = str | Prepared
 
 
 class SessionDied(Exception):
@@ -121,7 +144,18 @@ class Session:
 
     # -- statements ------------------------------------------------------------
 
-    def execute(self, sql: str, deadline: float) -> list[list[str | None]]:
+    def prepare(self, statements: dict[str, str], deadline: float) -> None:
+        """Prepare each ``name: sql`` on the server, for :class:`Prepared` calls."""
+        for name, sql in statements.items():
+            try:
+                self._pgconn.send_prepare(name.encode(), sql.encode())
+            except Exception as exc:
+                self._die()
+                raise SessionDied(_message(self._pgconn.get_error_message())) from exc
+            self.unsettled = True
+            self._collect(deadline)
+
+    def execute(self, sql: Statement, deadline: float) -> list[list[str | None]]:
         """Run ``sql`` (one statement or several); return the last result's rows.
 
         Raises:
@@ -133,7 +167,7 @@ class Session:
         self._send(sql)
         return _rows(self._collect(deadline))
 
-    def send(self, sql: str) -> None:
+    def send(self, sql: Statement) -> None:
         """Start ``sql`` without waiting for its answer (see :meth:`collect`)."""
         self._send(sql)
 
@@ -154,9 +188,12 @@ class Session:
         with contextlib.suppress(Exception):
             self._pgconn.get_cancel().cancel()
 
-    def _send(self, sql: str) -> None:
+    def _send(self, sql: Statement) -> None:
         try:
-            self._pgconn.send_query(sql.encode())
+            if isinstance(sql, Prepared):
+                self._pgconn.send_query_prepared(sql.name, [sql.argument])
+            else:
+                self._pgconn.send_query(sql.encode())
         except Exception as exc:
             self._die()
             raise SessionDied(_message(self._pgconn.get_error_message())) from exc

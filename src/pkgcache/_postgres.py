@@ -77,7 +77,6 @@ the server (see :mod:`pkgcache._pgsession`) and opens its own sessions.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
@@ -95,9 +94,11 @@ from ._errors import InvalidLockServer, LockLost, LockServerError
 from ._holders import Holder
 from ._pgsession import (
     LOCK_NOT_AVAILABLE,
+    Prepared,
     ServerRefused,
     Session,
     SessionDied,
+    Statement,
     connect,
 )
 from ._processlock import Expired
@@ -117,6 +118,9 @@ logger = logging.getLogger("pkgcache")
 HEARTBEAT = 0.5
 #: Seconds a session may take to answer before it counts as dead.
 ANSWER = 1.0
+# How often the heartbeat looks for sessions that started holding a lock,
+# to watch their sockets (see PostgresLocks._watch).
+_WATCH_REFRESH = 0.1
 #: Server-side keepalives: idle seconds, interval, count. A client cut from
 #: the network loses its locks after about ``idle + interval * count`` s.
 SERVER_KEEPALIVE = (3, 1, 3)
@@ -146,9 +150,17 @@ _CLIENT_DEFAULTS = {
 }
 _NAME_LIMIT = 63  # bytes of application_name the server keeps
 
-_TRY = ("SELECT pg_try_advisory_lock_shared({})", "SELECT pg_try_advisory_lock({})")
+# The uncontended path's statements, prepared on every session: parsing and
+# planning them each time cost the server a fifth of a lock + unlock pair.
+_PREPARED = {
+    "pkgcache_try_shared": "SELECT pg_try_advisory_lock_shared($1)",
+    "pkgcache_try": "SELECT pg_try_advisory_lock($1)",
+    "pkgcache_unlock_shared": "SELECT pg_advisory_unlock_shared($1)",
+    "pkgcache_unlock": "SELECT pg_advisory_unlock($1)",
+}
+_TRY = ("pkgcache_try_shared", "pkgcache_try")
+_UNLOCK = ("pkgcache_unlock_shared", "pkgcache_unlock")
 _LOCK = ("SELECT pg_advisory_lock_shared({})", "SELECT pg_advisory_lock({})")
-_UNLOCK = ("SELECT pg_advisory_unlock_shared({})", "SELECT pg_advisory_unlock({})")
 _THIS_DATABASE = "(SELECT oid FROM pg_database WHERE datname = current_database())"
 # Of the keys listed, those a shared try cannot take (see _writers_waiting);
 # CASE makes the unlock run only after a successful try.
@@ -251,7 +263,6 @@ class PostgresLocks:
         self.identity = identity
         self.tag = identity[:8]
         self.server = _redacted(url)
-        self._woken = _wake_pipe()  # wakes the heartbeat's watch (see _watch)
         self._reset()
 
     def _reset(self) -> None:
@@ -279,9 +290,16 @@ class PostgresLocks:
 
     def _connect(self) -> Session:
         conninfo = connection_string(self.url, _application_name(self.tag))
+        deadline = time.monotonic() + self._connect_timeout
         try:
-            return connect(conninfo, time.monotonic() + self._connect_timeout)
-        except SessionDied as exc:
+            session = connect(conninfo, deadline)
+            try:
+                session.prepare(_PREPARED, deadline)
+            except BaseException:
+                session.close()
+                raise
+            return session
+        except (SessionDied, ServerRefused) as exc:
             raise LockServerError(
                 f"cannot connect to the lock server {self.server}: {exc}"
             ) from None
@@ -347,9 +365,6 @@ class PostgresLocks:
             session = engine._session
             if session is not None:
                 session.waiting = False
-                if len(session.held) == 1:  # it starts holding: watch it
-                    with contextlib.suppress(OSError):  # full: already woken
-                        os.write(self._woken[1], b"\0")
             if self._heartbeat is None:
                 thread = threading.Thread(
                     target=self._beat,
@@ -409,10 +424,11 @@ class PostgresLocks:
         ``pg_terminate_backend`` or of a shutdown, or the end of the stream
         when it crashed. Watching the sockets notices those in milliseconds
         rather than at the next beat (the lock may be someone else's by
-        then). A session that starts holding a lock wakes the watch
-        (:meth:`granted`), which then watches it too.
+        then). The watched set is refreshed every :data:`_WATCH_REFRESH`
+        seconds, so a lock held longer than that is watched; waking the
+        watch at each grant instead cost more than the grant itself (a
+        thread switch on every uncontended lock).
         """
-        woken = self._woken[0]
         pinged: set[Session] = set()
         while not stop.is_set():
             remaining = until - time.monotonic()
@@ -425,23 +441,18 @@ class PostgresLocks:
                     if s.held and not s.waiting and s not in pinged
                 ]
             watched = {}
+            poller = select.poll()
             for session in candidates:
                 fd = session.fileno()
                 if fd is not None:
                     watched[fd] = session
-            poller = select.poll()
-            poller.register(woken, select.POLLIN)
-            for fd in watched:
-                poller.register(fd, select.POLLIN)
-            for fd, _ in poller.poll(max(1, int(remaining * 1000))):
-                if fd == woken:
-                    with contextlib.suppress(OSError):
-                        os.read(fd, 4096)
-                elif fd in watched:
-                    # Once per beat: a session in use is readable while its
-                    # user reads its own answer, and would keep waking us.
-                    pinged.add(watched[fd])
-                    self._ping_if_free(watched[fd])
+                    poller.register(fd, select.POLLIN)
+            timeout = min(remaining, _WATCH_REFRESH)
+            for fd, _ in poller.poll(max(1, int(timeout * 1000))):
+                # Once per beat: a session in use is readable while its user
+                # reads its own answer, and would keep waking this loop.
+                pinged.add(watched[fd])
+                self._ping_if_free(watched[fd])
 
     def _ping_if_free(self, session: Session) -> None:
         if session.mutex.acquire(blocking=False):
@@ -586,20 +597,10 @@ class PostgresLocks:
             if session is not None:
                 session.forget_after_fork()
         engines = list(self._engines.values())
-        for fd in self._woken:  # the parent's heartbeat reads this pipe
-            os.close(fd)
-        self._woken = _wake_pipe()
         self._reset()
         for engine in engines:
             engine.forget_after_fork()
             self._engines[engine.package] = engine
-
-
-def _wake_pipe() -> tuple[int, int]:
-    pipe = os.pipe()
-    for fd in pipe:
-        os.set_blocking(fd, False)
-    return pipe
 
 
 def _parse_application_name(
@@ -661,7 +662,7 @@ class PostgresLock:
         self._exclusive = exclusive  # first: release() must know the mode
         service = self._service
         session = service.reserve(self, waiting=False)
-        rows = self._run(session, _TRY[exclusive].format(self.key), ANSWER)
+        rows = self._run(session, Prepared.call(_TRY[exclusive], self.key), ANSWER)
         if rows and rows[0][0] == "t":
             service.granted(self)
             return True
@@ -706,7 +707,7 @@ class PostgresLock:
         service.granted(self)
 
     def _run(
-        self, session: Session, sql: str, answer: float | None
+        self, session: Session, sql: Statement, answer: float | None
     ) -> list[list[str | None]]:
         """Run one lock statement for this engine on ``session``.
 
@@ -761,7 +762,7 @@ class PostgresLock:
         if not session.dead:
             with session.mutex:
                 if not session.dead:
-                    sql = _UNLOCK[self._exclusive].format(self.key)
+                    sql = Prepared.call(_UNLOCK[self._exclusive], self.key)
                     try:
                         session.execute(sql, time.monotonic() + ANSWER)
                     except (SessionDied, ServerRefused) as exc:
