@@ -88,7 +88,7 @@ def waiting_on(pg_server: Server, key: int) -> int:
 
 def advisory_locks_of(pg_server: Server, service: PostgresLocks) -> int:
     """Advisory locks the server records for ``service``'s live sessions."""
-    pids = [s.backend_pid for s in service._sessions if not s.dead]
+    pids = [s.backend_pid for s in service._open.sessions if not s.dead]
     if not pids:
         return 0
     rows = pg_server.sql(
@@ -210,7 +210,7 @@ def test_uncontended_locks_share_one_session(services):
     service = services()
     for name in (None, "a", "b", "c"):
         assert service.engine(name).try_acquire(name is not None)
-    assert len(service._sessions) == 1
+    assert len(service._open.sessions) == 1
 
 
 def test_a_waiting_thread_does_not_block_other_locks_of_the_process(services):
@@ -223,7 +223,7 @@ def test_a_waiting_thread_does_not_block_other_locks_of_the_process(services):
     )
     thread.start()
     wait_until(
-        lambda: any(s.waiting for s in service._sessions), "the wait is in progress"
+        lambda: any(s.waiting for s in service._open.sessions), "the wait is in progress"
     )
     # Another thread releases and takes other locks meanwhile.
     service.engine("b").release()
@@ -235,7 +235,7 @@ def test_a_waiting_thread_does_not_block_other_locks_of_the_process(services):
     assert done.wait(WAIT)
     thread.join(WAIT)
     # The wait's session now holds "a"; one spare at most stays idle.
-    assert len(service._sessions) == 2
+    assert len(service._open.sessions) == 2
 
 
 def test_idle_sessions_beyond_one_spare_are_closed(services):
@@ -250,15 +250,34 @@ def test_idle_sessions_beyond_one_spare_are_closed(services):
     ]
     for thread in threads:
         thread.start()
-    wait_until(lambda: sum(s.waiting for s in service._sessions) == 3, "three waits")
+    wait_until(lambda: sum(s.waiting for s in service._open.sessions) == 3, "three waits")
     for holder, name in zip(holders, names, strict=True):
         holder.engine(name).release()
     for thread in threads:
         thread.join(WAIT)
-    assert len(service._sessions) == 3  # each lock on the session that waited
+    assert len(service._open.sessions) == 3  # each lock on the session that waited
     for name in names:
         service.engine(name).release()
-    assert len(service._sessions) == 2
+    assert len(service._open.sessions) == 2
+
+
+def test_a_service_nobody_uses_closes_its_sessions(pg_server):
+    identity = "dead" * 8
+    service = PostgresLocks(pg_server.unix_url, identity)
+    assert service.engine("a").try_acquire(False)  # starts the heartbeat too
+    service.engine("a").release()
+    heartbeats = {t for t in threading.enumerate() if "heartbeat" in t.name}
+    sessions = (
+        "SELECT count(*) FROM pg_stat_activity"
+        f" WHERE application_name LIKE 'pkgcache {identity[:8]} %'"
+    )
+    assert pg_server.sql(sessions)[0][0] > 0
+    del service
+    gc.collect()
+    wait_until(lambda: pg_server.sql(sessions)[0][0] == 0, "the sessions closed")
+    for thread in heartbeats:
+        thread.join(WAIT)
+        assert not thread.is_alive()
 
 
 # -- fairness ------------------------------------------------------------------------
@@ -376,7 +395,7 @@ def test_check_notices_a_dead_session_even_without_the_heartbeat(services, pg_se
     service = services()
     engine = service.engine("a")
     assert engine.try_acquire(True)
-    service._stop.set()  # no heartbeat from now on
+    service._open.stop.set()  # no heartbeat from now on
     pg_server.sql(f"SELECT pg_terminate_backend({engine._session.backend_pid})")
     wait_until(
         lambda: time.monotonic() - engine._session.last_answer > ANSWER,

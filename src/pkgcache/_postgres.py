@@ -86,6 +86,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -263,17 +264,23 @@ class PostgresLocks:
         self.identity = identity
         self.tag = identity[:8]
         self.server = _redacted(url)
+        # Weak: an engine lives while the in-process layer refers to it, or
+        # while a session holds (or may hold) its lock (``Session.held``).
+        self._engines: weakref.WeakValueDictionary[str | None, PostgresLock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._open = _Open()
+        # Sessions are closed when the service is garbage (the finalizer
+        # holds the sessions, not the service): a process that makes many
+        # caches must not keep a connection per cache it no longer uses.
+        weakref.finalize(self, self._open.close_all)
         self._reset()
 
     def _reset(self) -> None:
         self._mutex = threading.Lock()
-        self._sessions: list[Session] = []
-        self._engines: dict[str | None, PostgresLock] = {}
         self.writers_waiting: frozenset[int] = frozenset()
-        self._probe: Session | None = None  # holds no lock; see _writers_waiting
         self._probe_mutex = threading.Lock()
         self._heartbeat: threading.Thread | None = None
-        self._stop = threading.Event()
 
     def engine(self, package: str | None) -> PostgresLock:
         """The engine of ``package``'s lock (``None``: the whole cache)."""
@@ -316,7 +323,7 @@ class PostgresLocks:
         key = engine.key
         while True:
             with self._mutex:
-                for session in self._sessions:
+                for session in self._open.sessions:
                     if session.dead or session.waiting:
                         continue
                     if (not session.held) if waiting else (key not in session.held):
@@ -326,7 +333,7 @@ class PostgresLocks:
                         return session
             new = self._connect()
             with self._mutex:
-                self._sessions.append(new)
+                self._open.sessions.append(new)
 
     def unreserve(self, engine: PostgresLock) -> None:
         """Forget ``engine``'s call or hold; keep at most two idle sessions."""
@@ -340,16 +347,16 @@ class PostgresLocks:
             engine._session = None
             engine._granted = False
             engine._lost = False
-            if session.dead and session in self._sessions:
-                self._sessions.remove(session)
+            if session.dead and session in self._open.sessions:
+                self._open.sessions.remove(session)
             # The first session (tries go there first) and one spare for the
             # next wait stay open; more idle ones are closed.
-            idle = [s for s in self._sessions[1:] if not s.held and not s.waiting]
-            if self._sessions and not self._sessions[0].held:
-                idle.insert(0, self._sessions[0])
-            extra = [s for s in idle[2:] if s is not self._sessions[0]]
+            idle = [s for s in self._open.sessions[1:] if not s.held and not s.waiting]
+            if self._open.sessions and not self._open.sessions[0].held:
+                idle.insert(0, self._open.sessions[0])
+            extra = [s for s in idle[2:] if s is not self._open.sessions[0]]
             for each in extra:
-                self._sessions.remove(each)
+                self._open.sessions.remove(each)
         for each in extra:
             self._close(each)
 
@@ -367,8 +374,8 @@ class PostgresLocks:
                 session.waiting = False
             if self._heartbeat is None:
                 thread = threading.Thread(
-                    target=self._beat,
-                    args=(self._stop,),
+                    target=_heartbeat,
+                    args=(weakref.ref(self), self._open, self._open.stop),
                     name="pkgcache-postgres-heartbeat",
                     daemon=True,
                 )
@@ -378,8 +385,8 @@ class PostgresLocks:
     def died(self, session: Session, reason: object) -> None:
         """Mark ``session`` dead: its locks are lost. Call with its mutex held."""
         with self._mutex:
-            if session in self._sessions:
-                self._sessions.remove(session)
+            if session in self._open.sessions:
+                self._open.sessions.remove(session)
             lost = [
                 engine
                 for engine in session.held.values()
@@ -400,67 +407,29 @@ class PostgresLocks:
 
     # -- heartbeat -------------------------------------------------------------
 
-    def _beat(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            with self._mutex:
-                sessions = [s for s in self._sessions if s.held and not s.waiting]
-                shared = sorted(
-                    engine.key
-                    for s in sessions
-                    for engine in s.held.values()
-                    if isinstance(engine, PostgresLock)
-                    and engine._granted
-                    and not engine._exclusive
-                )
-            for session in sessions:
-                self._ping_if_free(session)
-            self.writers_waiting = self._writers_waiting(shared)
-            self._watch(time.monotonic() + HEARTBEAT, stop)
+    def beat(self) -> None:
+        """One heartbeat: ping every session that holds a lock, probe writers."""
+        with self._mutex:
+            sessions = [s for s in self._open.sessions if s.held and not s.waiting]
+            shared = sorted(
+                engine.key
+                for s in sessions
+                for engine in s.held.values()
+                if isinstance(engine, PostgresLock)
+                and engine._granted
+                and not engine._exclusive
+            )
+        for session in sessions:
+            self.ping_if_free(session)
+        self.writers_waiting = self._writers_waiting(shared)
 
-    def _watch(self, until: float, stop: threading.Event) -> None:
-        """Until ``until``, ping at once a session the server writes to unasked.
-
-        The server writes to an idle session only to end it: the message of
-        ``pg_terminate_backend`` or of a shutdown, or the end of the stream
-        when it crashed. Watching the sockets notices those in milliseconds
-        rather than at the next beat (the lock may be someone else's by
-        then). The watched set is refreshed every :data:`_WATCH_REFRESH`
-        seconds, so a lock held longer than that is watched; waking the
-        watch at each grant instead cost more than the grant itself (a
-        thread switch on every uncontended lock).
-        """
-        pinged: set[Session] = set()
-        while not stop.is_set():
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                return
-            with self._mutex:
-                candidates = [
-                    s
-                    for s in self._sessions
-                    if s.held and not s.waiting and s not in pinged
-                ]
-            watched = {}
-            poller = select.poll()
-            for session in candidates:
-                fd = session.fileno()
-                if fd is not None:
-                    watched[fd] = session
-                    poller.register(fd, select.POLLIN)
-            timeout = min(remaining, _WATCH_REFRESH)
-            for fd, _ in poller.poll(max(1, int(timeout * 1000))):
-                # Once per beat: a session in use is readable while its user
-                # reads its own answer, and would keep waking this loop.
-                pinged.add(watched[fd])
-                self._ping_if_free(watched[fd])
-
-    def _ping_if_free(self, session: Session) -> None:
+    def ping_if_free(self, session: Session) -> None:
+        """Ping ``session`` unless another thread uses it (which sees failures)."""
         if session.mutex.acquire(blocking=False):
             try:
                 self._ping(session)
             finally:
                 session.mutex.release()
-        # else: in use, and its user sees any failure first
 
     def _ping(self, session: Session) -> None:
         """Prove ``session`` alive; call with its mutex held."""
@@ -489,9 +458,9 @@ class PostgresLocks:
             return frozenset()
         try:
             with self._probe_mutex:
-                probe = self._probe
+                probe = self._open.probe
                 if probe is None or probe.dead:
-                    probe = self._probe = self._connect()
+                    probe = self._open.probe = self._connect()
                 with probe.mutex:
                     rows = probe.execute(
                         _WRITERS_WAITING.format(",".join(map(str, shared))),
@@ -524,7 +493,9 @@ class PostgresLocks:
     def query(self, sql: str) -> list[list[str | None]]:
         """Run a read-only statement on a session that is free right now."""
         with self._mutex:
-            candidates = [s for s in self._sessions if not s.dead and not s.waiting]
+            candidates = [
+                s for s in self._open.sessions if not s.dead and not s.waiting
+            ]
         for session in candidates:
             if session.mutex.acquire(blocking=False):
                 if not session.dead:  # closed meanwhile: try the next
@@ -533,7 +504,7 @@ class PostgresLocks:
         else:
             session = self._connect()
             with self._mutex:
-                self._sessions.append(session)
+                self._open.sessions.append(session)
             session.mutex.acquire()
         try:
             return session.execute(sql, time.monotonic() + ANSWER)
@@ -580,27 +551,109 @@ class PostgresLocks:
     def close(self) -> bool:
         """Close every session if no lock is held or waited for; say whether."""
         with self._mutex:
-            if any(s.held for s in self._sessions):
+            if any(s.held for s in self._open.sessions):
                 return False
-            sessions, self._sessions = self._sessions, []
-            if self._probe is not None:
-                sessions.append(self._probe)
-            self._stop.set()
-        for session in sessions:
-            self._close(session)
+        self._open.close_all()
         self._reset()
         return True
 
     def forget_after_fork(self) -> None:
         """In a forked child: close the parent's sockets silently, forget all."""
-        for session in [*self._sessions, self._probe]:
-            if session is not None:
-                session.forget_after_fork()
-        engines = list(self._engines.values())
+        self._open.forget_after_fork()
         self._reset()
-        for engine in engines:
+        for engine in self._engines.values():
             engine.forget_after_fork()
-            self._engines[engine.package] = engine
+
+
+class _Open:
+    """The sessions of a service, apart from it (for its finalizer)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.sessions: list[Session] = []
+        self.probe: Session | None = None  # holds no lock; see _writers_waiting
+        self.stop = threading.Event()  # ends the heartbeat of these sessions
+
+    def close_all(self) -> None:
+        """End every session, and the heartbeat; start afresh."""
+        sessions = [*self.sessions, *([self.probe] if self.probe else [])]
+        self.sessions, self.probe = [], None
+        self.stop.set()
+        self.stop = threading.Event()
+        if os.getpid() != self.pid:
+            return  # a forked child: the parent's sessions are not ours
+        for session in sessions:
+            # libpq must never run on a connection another thread is using.
+            with session.mutex:
+                session.close()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: close the inherited sockets, without a word."""
+        for session in [*self.sessions, *([self.probe] if self.probe else [])]:
+            session.forget_after_fork()
+        self.sessions, self.probe = [], None
+        self.stop = threading.Event()
+        self.pid = os.getpid()
+
+
+def _heartbeat(
+    ref: weakref.ref[PostgresLocks], sessions: _Open, stop: threading.Event
+) -> None:
+    """The heartbeat thread: a beat, then a watch, until ``stop``.
+
+    It holds its service only during a beat: a service nobody else uses is
+    collected, its finalizer closes its sessions, and the thread ends.
+    """
+    while not stop.is_set():
+        service = ref()
+        if service is None:
+            return
+        service.beat()
+        del service
+        _watch(ref, sessions, time.monotonic() + HEARTBEAT, stop)
+
+
+def _watch(
+    ref: weakref.ref[PostgresLocks],
+    sessions: _Open,
+    until: float,
+    stop: threading.Event,
+) -> None:
+    """Until ``until``, ping at once a session the server writes to unasked.
+
+    The server writes to an idle session only to end it: the message of
+    ``pg_terminate_backend`` or of a shutdown, or the end of the stream when
+    it crashed. Watching the sockets notices those in milliseconds rather
+    than at the next beat (the lock may be someone else's by then). The
+    watched set is refreshed every :data:`_WATCH_REFRESH` seconds, so a lock
+    held longer than that is watched; waking the watch at each grant instead
+    cost more than the grant itself (a thread switch on every uncontended
+    lock).
+    """
+    pinged: set[Session] = set()
+    while not stop.is_set():
+        remaining = until - time.monotonic()
+        if remaining <= 0:
+            return
+        watched = {}
+        poller = select.poll()
+        for session in list(sessions.sessions):  # a copy: other threads edit it
+            if not session.held or session.waiting or session in pinged:
+                continue
+            fd = session.fileno()
+            if fd is not None:
+                watched[fd] = session
+                poller.register(fd, select.POLLIN)
+        timeout = min(remaining, _WATCH_REFRESH)
+        for fd, _ in poller.poll(max(1, int(timeout * 1000))):
+            service = ref()
+            if service is None:
+                return
+            # Once per beat: a session in use is readable while its user
+            # reads its own answer, and would keep waking this loop.
+            pinged.add(watched[fd])
+            service.ping_if_free(watched[fd])
+            del service
 
 
 def _parse_application_name(
@@ -626,6 +679,7 @@ class PostgresLock:
     """
 
     __slots__ = (
+        "__weakref__",
         "_exclusive",
         "_granted",
         "_lost",
