@@ -223,7 +223,8 @@ def test_a_waiting_thread_does_not_block_other_locks_of_the_process(services):
     )
     thread.start()
     wait_until(
-        lambda: any(s.waiting for s in service._open.sessions), "the wait is in progress"
+        lambda: any(s.waiting for s in service._open.sessions),
+        "the wait is in progress",
     )
     # Another thread releases and takes other locks meanwhile.
     service.engine("b").release()
@@ -250,7 +251,9 @@ def test_idle_sessions_beyond_one_spare_are_closed(services):
     ]
     for thread in threads:
         thread.start()
-    wait_until(lambda: sum(s.waiting for s in service._open.sessions) == 3, "three waits")
+    wait_until(
+        lambda: sum(s.waiting for s in service._open.sessions) == 3, "three waits"
+    )
     for holder, name in zip(holders, names, strict=True):
         holder.engine(name).release()
     for thread in threads:
@@ -443,6 +446,25 @@ def test_server_stopped_mid_run_gives_clear_errors(services, pg_server):
     finally:
         pg_server.start()
     assert idle.try_acquire(True)  # the service recovers with the server
+
+
+def test_a_statement_the_server_refuses_is_a_clear_error(services, pg_server):
+    pg_server.sql("CREATE ROLE pkgcache_nolocks LOGIN")
+    for function in ("pg_try_advisory_lock(bigint)", "pg_advisory_lock(bigint)"):
+        pg_server.sql(f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC")
+    try:
+        url = pg_server.unix_url.replace("//postgres@", "//pkgcache_nolocks@")
+        service = services(url)
+        engine = service.engine("a")
+        with pytest.raises(LockServerError, match="permission denied") as info:
+            engine.try_acquire(True)
+        assert "42501" in str(info.value)  # the SQLSTATE, for a search
+        assert engine._session is None  # nothing held, nothing to recover
+        assert engine.try_acquire(False)  # the session lives on
+        engine.release()
+    finally:
+        for function in ("pg_try_advisory_lock(bigint)", "pg_advisory_lock(bigint)"):
+            pg_server.sql(f"GRANT EXECUTE ON FUNCTION {function} TO PUBLIC")
 
 
 # -- interrupts ---------------------------------------------------------------------
