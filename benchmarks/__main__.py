@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tests.pg_support import unavailable as postgres_unavailable
+
 from benchmarks import bench_buildfarm, bench_store
 from benchmarks._common import SCALES, Scale, describe, machine, save
 from benchmarks.bench_locks import throughput, uncontended
@@ -46,6 +48,12 @@ BENCHMARKS: dict[str, Callable[[Scale, str], dict[str, Any]]] = {
     "buildfarm": buildfarm,
     "store": store,
 }
+
+if postgres_unavailable() is None:  # the server comes from pip: '.[bench]'
+    from benchmarks import bench_postgres
+
+    BENCHMARKS["postgres"] = bench_postgres.postgres
+    BENCHMARKS["postgres-failures"] = bench_postgres.failures
 
 
 def run(scale: Scale, names: list[str], directory: str | None) -> dict[str, Any]:

@@ -1,8 +1,23 @@
 """Issue 15: the locks on PostgreSQL beside flock, and how failures go.
 
-``failures``: how fast a lock comes back when its holder fails, and how
-fast the holder finds out, measured on a server started from the
-``pgserver`` wheel:
+Everything runs on a PostgreSQL server started from the ``pgserver`` wheel
+for the run, on this machine: over its unix socket (``pkgcache pg-unix``)
+and over TCP on 127.0.0.1 (``pkgcache pg-tcp``), beside the flock engine
+(``pkgcache``), in the same run. A network between hosts adds its round
+trip to every lock call of the PostgreSQL contenders.
+
+``postgres`` (the costs):
+
+* uncontended: one ``with`` block of each call, as in ``uncontended``;
+* hand-over: a holder in one process releases, a waiter in another holds
+  it (release to grant);
+* writer wait: reader processes take overlapping 5 ms holds while one
+  process asks for the lock exclusively, as in ``writer-wait``;
+* throughput: 8 processes, each ``exclusive(own package)`` for 1 ms in a
+  loop, as in ``throughput``.
+
+``postgres-failures``: how fast a lock comes back when its holder fails, and
+how fast the holder finds out:
 
 * ``kill -9`` of the holding process: the waiter's wait until granted;
 * ``pg_terminate_backend`` of the holder's session: the waiter's wait, and
@@ -16,22 +31,211 @@ fast the holder finds out, measured on a server started from the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from tests.pg_support import EngineServer, Server
 
-from benchmarks._common import WAIT, Scale, spread, table
+import pkgcache
+from benchmarks import bench_waiting
+from benchmarks._common import WAIT, Scale, interleaved, percentile, spread, table
+from benchmarks._contenders import POSTGRES_URLS
+from benchmarks._workers import Task, run_plan
 from pkgcache._postgres import PostgresLocks
 
 IDENTITY = "be7c" * 8
 PACKAGE = "setuptools-scm"
+KINDS = ("pkgcache", *POSTGRES_URLS)
+HOLD = 0.001  # throughput: time held per iteration
+WORKERS = 8  # throughput: processes on distinct packages
+
+
+@contextlib.contextmanager
+def _server() -> Iterator[Server]:
+    """A server for the run; its URLs where the contenders look for them."""
+    with Server.temporary() as server:
+        os.environ[POSTGRES_URLS["pkgcache pg-unix"]] = server.unix_url
+        os.environ[POSTGRES_URLS["pkgcache pg-tcp"]] = server.tcp_url
+        try:
+            yield server
+        finally:
+            for name in POSTGRES_URLS.values():
+                os.environ.pop(name, None)
+
+
+def _cache(kind: str, root: Path) -> pkgcache.Cache:
+    if kind == "pkgcache":
+        return pkgcache.Cache(root)
+    return pkgcache.Cache(root, locks=os.environ[POSTGRES_URLS[kind]])
+
+
+def _blocks(cache: pkgcache.Cache) -> dict[str, Callable[[], None]]:
+    """One uncontended with-block of each call, on ``cache``."""
+
+    def reading_pkg() -> None:
+        with cache.reading(PACKAGE):
+            pass
+
+    def exclusive_pkg() -> None:
+        with cache.exclusive(PACKAGE):
+            pass
+
+    def reading_all() -> None:
+        with cache.reading():
+            pass
+
+    def exclusive_all() -> None:
+        with cache.exclusive():
+            pass
+
+    return {
+        "reading(pkg)": reading_pkg,
+        "exclusive(pkg)": exclusive_pkg,
+        "reading()": reading_all,
+        "exclusive()": exclusive_all,
+    }
+
+
+def _uncontended(scale: Scale, folder: str) -> tuple[dict[str, Any], list[Any]]:
+    contenders = {}
+    for kind in KINDS:
+        cache = _cache(kind, Path(folder, f"uncontended-{kind.replace(' ', '-')}"))
+        for call, block in _blocks(cache).items():
+            contenders[f"{kind} {call}"] = block
+    results = interleaved(contenders, scale.rounds, scale.round_seconds)
+    rows = []
+    for call in _blocks(pkgcache.Cache(folder)):
+        flock = results[f"pkgcache {call}"]["median"]
+        unix = results[f"pkgcache pg-unix {call}"]["median"]
+        tcp = results[f"pkgcache pg-tcp {call}"]["median"]
+        rows.append((call, flock, unix, tcp, unix / flock, tcp / flock))
+    return results, rows
+
+
+def _handover(scale: Scale, folder: str) -> tuple[dict[str, Any], list[Any]]:
+    data: dict[str, Any] = {}
+    rows = []
+    for kind in KINDS:
+        us: list[float] = []
+        for round_index in range(scale.handover_rounds):
+            work = Path(folder, f"handover-{kind.replace(' ', '-')}-{round_index}")
+            work.mkdir()
+            pair = bench_waiting._handover_pair(
+                kind, str(work), "processes", scale.samples
+            )
+            us += [s * 1e6 for s in pair]
+        data[kind] = spread(us)
+        rows.append(
+            (
+                kind,
+                len(us),
+                statistics.median(us),
+                percentile(us, 90),
+                percentile(us, 99),
+            )
+        )
+    return data, rows
+
+
+def _writer_wait(scale: Scale, folder: str) -> tuple[dict[str, Any], list[Any]]:
+    data: dict[str, Any] = {}
+    rows = []
+    for kind in KINDS:
+        work = Path(folder, f"writer-{kind.replace(' ', '-')}")
+        work.mkdir()
+        result = data[kind] = bench_waiting._writer_run(kind, str(work), scale)
+        rows.append(
+            (
+                kind,
+                len(result["waits_ms"]),
+                result["p50_ms"],
+                result["p99_ms"],
+                result["max_ms"],
+                "yes" if result["starved"] else "no",
+                result["reader_ops_s"],
+            )
+        )
+    return data, rows
+
+
+def _throughput(scale: Scale, folder: str) -> tuple[dict[str, Any], list[Any]]:
+    work = Path(folder, "throughput")
+    work.mkdir()
+    plan = [
+        Task(kind, None, scale.duration, HOLD)
+        for _ in range(scale.repeats)
+        for kind in KINDS
+    ]
+    counts = run_plan("processes", WORKERS, str(work), plan)
+    rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for task, per_worker in zip(plan, counts, strict=True):
+        rates[task.kind].append(sum(per_worker) / task.duration)
+    ideal = WORKERS / HOLD
+    rows = [
+        (kind, statistics.median(r), f"{statistics.median(r) / ideal:.0%}")
+        for kind, r in rates.items()
+    ]
+    return {"ops_s": rates}, rows
+
+
+def postgres(scale: Scale, folder: str) -> dict[str, Any]:
+    """The costs of the PostgreSQL engine beside flock, in one run."""
+    with _server():
+        uncontended, uncontended_rows = _uncontended(scale, folder)
+        handover, handover_rows = _handover(scale, folder)
+        writer, writer_rows = _writer_wait(scale, folder)
+        throughput, throughput_rows = _throughput(scale, folder)
+    print("\n## PostgreSQL beside flock: uncontended with-block (µs, median)")
+    print(f"{scale.rounds} interleaved rounds; the server on this machine")
+    print(
+        table(
+            ["call", "flock", "pg unix", "pg tcp", "unix/flock", "tcp/flock"],
+            uncontended_rows,
+        )
+    )
+    print("\n## PostgreSQL beside flock: hand-over across processes (µs)")
+    print(table(["contender", "n", "median", "p90", "p99"], handover_rows))
+    print(
+        f"\n## PostgreSQL beside flock: writer wait under {scale.readers} reader "
+        "processes (overlapping 5 ms shared holds)"
+    )
+    print(
+        table(
+            [
+                "contender",
+                "requests",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "starved",
+                "reader holds/s",
+            ],
+            writer_rows,
+        )
+    )
+    print(
+        f"\n## PostgreSQL beside flock: {WORKERS} processes, each exclusive(own "
+        f"package) held {HOLD * 1e3:g} ms (ops/s, median of {scale.repeats})"
+    )
+    print(table(["contender", "ops/s", "of ideal"], throughput_rows))
+    return {
+        "postgres": {
+            "uncontended_us": uncontended,
+            "handover_us": handover,
+            "writer_wait": writer,
+            "throughput": throughput,
+        }
+    }
 
 
 def _waiting(server: Server, key: int) -> bool:
@@ -223,11 +427,12 @@ def _cut_inside(samples: int) -> dict[str, Any]:
     return {"noticed_s": noticed, "freed_s": freed}
 
 
-def failures(scale: Scale, server: Server) -> dict[str, Any]:
+def failures(scale: Scale, folder: str) -> dict[str, Any]:
     """When a holder dies, is cut off, or has its session ended."""
     samples = {"full": 10, "quick": 3}.get(scale.name, 1)
-    killed = _kill_9(server, samples)
-    terminated, noticed = _terminate(server, samples * 3)
+    with _server() as server:
+        killed = _kill_9(server, samples)
+        terminated, noticed = _terminate(server, samples * 3)
     cut = _cut(max(1, samples // 3))
     data = {
         "kill_9_granted_ms": spread([s * 1e3 for s in killed]),
@@ -248,7 +453,7 @@ def failures(scale: Scale, server: Server) -> dict[str, Any]:
     print("\n## PostgreSQL: when a holder fails (ms)")
     print("unix socket, except the cut (TCP over a veth pair taken down)")
     print(table(["event", "what", "n", "median", "min", "max"], rows))
-    return {"failures": data}
+    return {"postgres_failures": data}
 
 
 def _row(seconds: list[float]) -> tuple[Any, ...]:
