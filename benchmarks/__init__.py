@@ -9,7 +9,10 @@ Usage (from the repository root, after ``pip install -e '.[bench]'``)::
 
 Benchmarks: ``uncontended`` and ``throughput`` (issue 2, in
 :mod:`benchmarks.bench_locks`), ``writer-wait``, ``handover`` and
-``fairness`` (issue 4, in :mod:`benchmarks.bench_waiting`). Each measures
+``fairness`` (issue 4, in :mod:`benchmarks.bench_waiting`), ``buildfarm``
+and ``store``. ``realfarm`` (issue 11, :mod:`benchmarks.bench_realfarm`:
+real sdists, backends and uv) runs only when named with ``--only``: its
+first run downloads from the package registry (the only network use). Each measures
 pkgcache beside the raw system call it is built on and beside portalocker,
 filelock and fasteners, in the same run, prints tables and a description of
 the machine, and writes every number to ``benchmarks/results/`` as JSON.

@@ -1,5 +1,8 @@
 """Run the lock benchmarks: ``python -m benchmarks [--quick] [--only NAME]``.
 
+``--only realfarm`` runs the real build farm (:mod:`benchmarks.bench_realfarm`),
+which is left out otherwise: its first run downloads sdists and wheels.
+
 Prints every table and writes the numbers, with a description of the
 machine, to ``benchmarks/results/<scale>-<time>.json`` and ``latest.json``.
 """
@@ -15,7 +18,7 @@ from typing import Any
 
 from tests.pg_support import unavailable as postgres_unavailable
 
-from benchmarks import bench_buildfarm, bench_store
+from benchmarks import bench_buildfarm, bench_realfarm, bench_store
 from benchmarks._common import SCALES, Scale, describe, machine, save
 from benchmarks.bench_locks import throughput, uncontended
 from benchmarks.bench_waiting import fairness, handover, writer_wait
@@ -39,6 +42,13 @@ def buildfarm(scale: Scale, folder: str) -> dict[str, Any]:
     return {"buildfarm": bench_buildfarm.main(argv, save_results=False)}
 
 
+def realfarm(scale: Scale, folder: str) -> dict[str, Any]:
+    """Issue 11: real sdists, backends and uv; downloads once (the network)."""
+    argv = ["--rounds", "3" if scale.name == "full" else "1"]
+    print()
+    return {"realfarm": bench_realfarm.main(argv, save_results=False)}
+
+
 BENCHMARKS: dict[str, Callable[[Scale, str], dict[str, Any]]] = {
     "uncontended": uncontended,
     "throughput": throughput,
@@ -47,13 +57,17 @@ BENCHMARKS: dict[str, Callable[[Scale, str], dict[str, Any]]] = {
     "fairness": fairness,
     "buildfarm": buildfarm,
     "store": store,
+    "realfarm": realfarm,
 }
-
 if postgres_unavailable() is None:  # the server comes from pip: '.[bench]'
     from benchmarks import bench_postgres
 
     BENCHMARKS["postgres"] = bench_postgres.postgres
     BENCHMARKS["postgres-failures"] = bench_postgres.failures
+
+# Run only when named (--only realfarm): its first run downloads sdists and
+# wheels from the package registry, and it takes minutes.
+BY_DEFAULT = [name for name in BENCHMARKS if name != "realfarm"]
 
 
 def run(scale: Scale, names: list[str], directory: str | None) -> dict[str, Any]:
@@ -85,7 +99,10 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         choices=list(BENCHMARKS),
         metavar="NAME",
-        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}",
+        help=(
+            f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}; "
+            "realfarm runs only when named (its first run downloads sdists)"
+        ),
     )
     parser.add_argument(
         "--dir",
@@ -95,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     scale = SCALES["quick" if args.quick else "full"]
     started = time.monotonic()
-    results = run(scale, args.only or list(BENCHMARKS), args.dir)
+    results = run(scale, args.only or BY_DEFAULT, args.dir)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = save(results, f"{scale.name}-{stamp}")
     print(f"\n# {time.monotonic() - started:.0f} s in all; numbers in {path}")

@@ -13,7 +13,7 @@ The "tools" here are two small Python scripts standing in for
 folder) and ``uv cache clean PKG`` (deletes that package's folder). The
 cleaner runs under ``exclusive(PKG)``, the installer under ``reading(PKG)``,
 so an install never sees a half-deleted package: it waits, and
-``pkgcache run`` prints one line saying who it waits for.
+``pkgcache run`` says who it waits for, then when it got the lock.
 """
 
 from __future__ import annotations
@@ -92,13 +92,13 @@ def main() -> int:
                 text=True,
             )
             assert waiting_install.stderr is not None
-            # pkgcache prints one line when it must wait: from then on the
-            # install is queued behind our exclusive lock.
+            # pkgcache says who is in the way once it has waited a moment:
+            # from then on the install is queued behind our exclusive lock.
             ready, _, _ = select.select([waiting_install.stderr], [], [], 60)
             if not ready:
                 waiting_install.kill()
                 raise SystemExit("the install never reported waiting")
-            print(f"  {waiting_install.stderr.readline().strip()[:100]}")
+            print(f"  {waiting_install.stderr.readline().strip()}")
             subprocess.run(clean, check=True)
             populate(tool_folder)  # a fresh copy, as a rebuild would
             print("  re-populated; releasing the exclusive lock")
@@ -117,7 +117,7 @@ def main() -> int:
             )
         print("$ pkgcache locks   (while this script reads setuptools-scm)")
         for line in done.stdout.splitlines():
-            print(f"  {line[:100]}")
+            print(f"  {line}")
         return waiting_install.returncode
 
 

@@ -3,7 +3,8 @@
 ``pytester`` runs the pytest plugin's tests. ``cache`` and ``src`` serve the
 store tests; lock-test modules define their own ``cache`` (without a
 timeout), which takes precedence there. ``pg_server`` is a PostgreSQL
-server started from the ``pgserver`` wheel, once per test process.
+server started from the ``pgserver`` wheel, once per test process; ``locks``
+runs a test once per lock engine (flock, and PostgreSQL on that server).
 """
 
 from __future__ import annotations
@@ -43,3 +44,15 @@ def pg_server() -> Iterator[pg_support.Server]:
         pytest.skip(reason)
     with pg_support.Server.temporary() as server:
         yield server
+
+
+@pytest.fixture(scope="session", params=["flock", "postgres"])
+def locks(request: pytest.FixtureRequest) -> str | None:
+    """The ``locks=`` of a Cache: ``None`` (flock), or the PostgreSQL server's URL.
+
+    The server starts only when a test needs it (once per test process).
+    """
+    if request.param == "flock":
+        return None
+    server: pg_support.Server = request.getfixturevalue("pg_server")
+    return server.unix_url

@@ -33,14 +33,16 @@ def request(
     return cache.exclusive(*packages, timeout=timeout)
 
 
-def lock_server(root: str, conn: multiprocessing.connection.Connection) -> None:
+def lock_server(
+    root: str, conn: multiprocessing.connection.Connection, locks: str | None = None
+) -> None:
     """A process that takes and releases locks when told to, over a pipe.
 
     Commands: ("hold", mode, packages) -> "held"; ("release",) -> "released";
     ("try", mode, packages, timeout) -> True or the LockTimeout message;
-    ("exit",).
+    ("exit",). ``locks`` is the cache's ``locks=``.
     """
-    cache = pkgcache.Cache(root)
+    cache = pkgcache.Cache(root, locks=locks)
     stack = contextlib.ExitStack()
     while True:
         command = conn.recv()
@@ -64,13 +66,31 @@ def lock_server(root: str, conn: multiprocessing.connection.Connection) -> None:
             return
 
 
+def depths(cache: pkgcache.Cache, *packages: str) -> dict[str | None, int]:
+    """How many times the calling thread holds each lock (``None``: the root)."""
+    return {name: cache.statistics(name).depth for name in (None, *packages)}
+
+
+def assert_nothing_held(cache: pkgcache.Cache, *packages: str) -> None:
+    """No thread of this process holds, waits for or moves these locks."""
+    for name in (None, *packages):
+        stats = cache.statistics(name)
+        assert stats.depth == 0, stats
+        assert stats.held is None, stats
+        assert not stats.readers, stats
+        assert stats.writer is None, stats
+        assert not stats.writers_waiting, stats
+        assert not stats.threads_waiting, stats
+        assert not stats.waiting_in_engine, stats
+
+
 class LockServer:
     """Client side of :func:`lock_server`, running in a spawn process."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, locks: str | None = None) -> None:
         self.conn, child = SPAWN.Pipe()
         self.process = SPAWN.Process(
-            target=lock_server, args=(root, child), daemon=True
+            target=lock_server, args=(root, child, locks), daemon=True
         )
         self.process.start()
         child.close()

@@ -26,7 +26,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["EngineServer", "Proxy", "Server", "engine_server", "unavailable"]
 
@@ -237,7 +237,7 @@ def engine_server(
     ``("pid",)``; ``("exit",)``.
     """
     from pkgcache import _postgres
-    from pkgcache._processlock import Expired
+    from pkgcache._engine import Expired
 
     _postgres.host_name = lambda: host
     service = _postgres.PostgresLocks(url, identity)
@@ -321,9 +321,126 @@ def fork_while_holding(
     service = _postgres.PostgresLocks(url, identity)
     assert service.engine(package).try_acquire(True)
     pid = os.fork()
-    if pid == 0:
-        service.forget_after_fork()
+    if pid == 0:  # pkgcache's at-fork handler closed the inherited sockets
         threading.Event().wait(10 * WAIT)  # outlives the test's waits
         os._exit(0)
     conn.send(pid)
     threading.Event().wait(10 * WAIT)
+
+
+# -- hosts racing on one store (tests/test_postgres_cache.py) ---------------------
+
+HOST_PACKAGES = ("alpha", "beta")
+
+
+def entry_content(key: str) -> bytes:
+    """What the entry ``key`` holds: anything else is a torn or foreign write."""
+    return (key * 64).encode()
+
+
+class Board:
+    """Who is inside which lock, in memory shared by every host process.
+
+    A slot per package (readers, writers) and one for the whole cache; every
+    entry checks what the lock table forbids and counts violations.
+    """
+
+    def __init__(self, context: Any) -> None:
+        self.mutex = context.Lock()
+        self.slots = context.Array("i", 2 * (len(HOST_PACKAGES) + 1), lock=False)
+        self.violations = context.Value("i", 0, lock=False)
+
+    def _index(self, package: str | None) -> int:
+        return 0 if package is None else 2 * (HOST_PACKAGES.index(package) + 1)
+
+    def enter(self, package: str | None, exclusive: bool) -> None:
+        with self.mutex:
+            index = self._index(package)
+            readers, writers = self.slots[index], self.slots[index + 1]
+            whole_writer = self.slots[1]
+            if package is None:
+                # exclusive(): nobody else anywhere.
+                others = sum(self.slots)
+            elif exclusive:
+                others = readers + writers + whole_writer
+            else:
+                others = writers + whole_writer
+            if others:
+                self.violations.value += 1
+            self.slots[index + exclusive] += 1
+
+    def leave(self, package: str | None, exclusive: bool) -> None:
+        with self.mutex:
+            self.slots[self._index(package) + exclusive] -= 1
+
+
+class HostSettings(NamedTuple):
+    """One host of :func:`host_worker`: its path of the cache, and its work."""
+
+    root: str
+    url: str
+    host: str
+    seed: int
+    operations: int
+
+
+def host_worker(
+    settings: HostSettings,
+    board: Board,
+    barrier: Any,
+    conn: multiprocessing.connection.Connection,
+) -> None:
+    """One host of a farm: random reads, writes, cleans and prunes on the store.
+
+    Reports ``(counts by operation, problems seen)`` on ``conn``.
+    """
+    import random
+
+    import pkgcache
+    from pkgcache import _postgres
+
+    root, url, host, seed, operations = settings
+    _postgres.host_name = lambda: host
+    cache = pkgcache.Cache(root, locks=url, timeout=WAIT, durable=False)
+    rng = random.Random(seed)
+    counts: dict[str, int] = {}
+    problems: list[str] = []
+    source = Path(root).parent / f"src-{host}"
+    source.mkdir(exist_ok=True)
+    barrier.wait(WAIT)
+    for index in range(operations):
+        operation = rng.choice(("read", "read", "write", "write", "clean", "prune"))
+        package = rng.choice(HOST_PACKAGES)
+        counts[operation] = counts.get(operation, 0) + 1
+        try:
+            if operation == "read":
+                with cache.reading(package) as view:
+                    board.enter(package, False)
+                    for entry in view.entries(package):
+                        data = view.path(package, entry.key).read_bytes()
+                        if data != entry_content(entry.key):
+                            problems.append(f"{entry.key}: wrong content")
+                    board.leave(package, False)
+            elif operation == "write":
+                key = f"{host}-{index}.txt"
+                file = source / key
+                file.write_bytes(entry_content(key))
+                with cache.exclusive(package) as txn:
+                    board.enter(package, True)
+                    txn.add(file, key=key, move=True)
+                    if txn.path(package, key).read_bytes() != entry_content(key):
+                        problems.append(f"{key}: changed under its writer")
+                    board.leave(package, True)
+            elif operation == "clean":
+                if rng.random() < 0.25:
+                    with cache.exclusive() as txn:
+                        board.enter(None, True)
+                        txn.clear(package=package)
+                        board.leave(None, True)
+                else:
+                    cache.clean(package)
+            else:
+                cache.prune(max_bytes=rng.choice((0, 2000)))
+        except Exception as exc:  # any failure is a finding
+            problems.append(f"{operation} {package}: {type(exc).__name__}: {exc}")
+    conn.send((counts, problems))

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import multiprocessing.connection
 import os
+import sys
 import threading
 from typing import Any
 
@@ -223,3 +224,75 @@ def read_only_probe(
 def _add(cache: pkgcache.Cache, package: str, source: str) -> None:
     with cache.exclusive(package, timeout=WAIT) as txn:
         txn.add(source)
+
+
+def read_only_miss(
+    root: str, package: str, conn: multiprocessing.connection.Connection
+) -> None:
+    """On a read-only cache, look for a package that was never stored."""
+    make_read_only(root)
+    cache = pkgcache.Cache(root)
+    with cache.reading(package, timeout=WAIT) as view:
+        report: dict[str, object] = {
+            "entries": view.entries(package),
+            "find": view.find(package),
+        }
+        try:
+            view.path(package, f"{package}-1.0-py3-none-any.whl")
+        except pkgcache.CacheError as exc:
+            report["path"] = type(exc).__name__
+    conn.send(report)
+
+
+# -- maintenance from a process that never wrote -----------------------------------
+
+
+def frames() -> int:
+    """How many frames deep the caller is."""
+    frame, count = sys._getframe(1), 0
+    while frame is not None:
+        frame, count = frame.f_back, count + 1
+    return count
+
+
+def _maintenance(
+    root: str, frames_allowed: int, conn: multiprocessing.connection.Connection
+) -> None:
+    sys.setrecursionlimit(frames() + frames_allowed)
+    cache = pkgcache.Cache(root)
+
+    def staged() -> str:
+        report = cache.info(timeout=WAIT)
+        return f"{report.staging_entries} staged, {report.staging_bytes} bytes"
+
+    lines = []
+    for label, call in (
+        ("info", staged),
+        ("prune", lambda: f"reaped {cache.prune(max_bytes=0, timeout=WAIT).reaped}"),
+        ("clean(pkg)", lambda: cache.clean("demo", timeout=WAIT) and "ok"),
+        ("clean()", lambda: cache.clean(timeout=WAIT) and "ok"),
+    ):
+        try:
+            lines.append(f"{label}: {call()}")
+        except BaseException as exc:
+            lines.append(f"{label}: {type(exc).__name__}: {exc}")
+    conn.send(lines)
+
+
+def maintenance_in_another_process(root: str, *, frames_allowed: int) -> list[str]:
+    """Run info(), prune(), clean("demo") and clean() in a spawn process.
+
+    The process allows itself ``frames_allowed`` frames of recursion.
+    Returns one line per call: what it gave, or the exception it raised.
+    """
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_maintenance, args=(root, frames_allowed, child))
+    process.start()
+    try:
+        if not parent.poll(WAIT * 4):
+            raise TimeoutError("the maintenance process did not answer")
+        lines: list[str] = parent.recv()
+    finally:
+        process.join(WAIT)
+    return lines

@@ -12,7 +12,10 @@ pytest.importorskip("filelock")
 pytest.importorskip("fasteners")
 
 from benchmarks import __main__ as cli
+from benchmarks import bench_realfarm
 from benchmarks._common import SCALES
+
+from tests.wheels import make_sdist, make_wheel
 
 TINY = SCALES["tiny"]
 
@@ -85,3 +88,22 @@ def test_buildfarm(tmp_path):
     summary = cli.BENCHMARKS["buildfarm"](TINY, str(tmp_path))["buildfarm"]["summary"]
     assert set(summary) == {"pkgcache", "whole-cache", "uv-flock", "no-locks"}
     assert all(s["makespan_s"] > 0 for s in summary.values())
+
+
+@pytest.mark.timeout(120)
+def test_realfarm_offline(tmp_path):
+    """The real-farm loop on two generated sdists (the real run downloads 18)."""
+    pytest.importorskip("uv")
+    downloads = tmp_path / "downloads"
+    make_wheel(downloads / "wheels", "dep", "1.0")  # the "registry" wheel
+    make_sdist(downloads / "sdists", "dep", "1.0")
+    make_sdist(downloads / "sdists", "app", "1.0", requires=["dep"])
+    (downloads / "complete").write_text("ok\n")  # nothing to download
+    argv = ["--downloads", str(downloads), "--installers", "1", "--rounds", "1"]
+    result = bench_realfarm.main(argv, save_results=False)
+    summary = result["summary"]
+    assert set(summary) == {f"{scheme}/1" for scheme in bench_realfarm.SCHEMES}
+    for key, row in summary.items():
+        assert row["makespan_s"] > 0
+        if not key.startswith(("no-locks", "no-invalidation")):
+            assert row["failed"] == 0, result["runs"][key]

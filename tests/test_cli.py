@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import select
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import attrs
 import pytest
 
 import pkgcache
+import pkgcache.uv
 from pkgcache import _cli
 from pkgcache._cli import main, parse_duration, parse_size
 
@@ -27,6 +31,28 @@ def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, 
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@contextmanager
+def on_log(needle: str, action: Callable[[], None]) -> Iterator[None]:
+    """Call ``action`` when the pkgcache logger says something with ``needle``.
+
+    Records of a wait come from the watchdog thread: releasing a holder from
+    there lets the command, blocked in this thread, go on.
+    """
+
+    class Trigger(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if needle in record.getMessage():
+                action()
+
+    logger = logging.getLogger("pkgcache")
+    handler = Trigger()
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 @contextmanager
@@ -144,6 +170,36 @@ def test_dir_option_beats_environment_beats_default(
     assert not (tmp_path / "env").exists()
 
 
+def test_global_options_before_or_after_the_command(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PKGCACHE_DIR", raising=False)
+    for argv in (
+        ["--cache-dir", "~/before", "dir"],
+        ["dir", "--cache-dir", "~/before"],
+        ["--cache-dir", "elsewhere", "dir", "--cache-dir", "~/before"],
+        ["-q", "dir", "-v", "--cache-dir=~/before"],
+    ):
+        assert run_main(capsys, *argv) == (0, f"{tmp_path / 'home' / 'before'}\n", "")
+    # The issue's replay: 'pkgcache info --cache-dir X' was a usage error.
+    code, out, _ = run_main(capsys, "info", "--cache-dir", str(tmp_path / "x"))
+    assert (code, out.splitlines()[0]) == (
+        0,
+        f"cache:    {tmp_path / 'x'} (does not exist yet)",
+    )
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(capsys, "--version") == (
+        0,
+        f"pkgcache {pkgcache.__version__}\n",
+        "",
+    )
+
+
 # -- errors ------------------------------------------------------------------------
 
 
@@ -160,9 +216,17 @@ def test_dir_option_beats_environment_beats_default(
         (["prune", "--older-than", "soon"], "invalid duration 'soon'"),
         (["clean", "--timeout", "-1"], "invalid timeout '-1'"),
         (["clean", "--timeout", "nan"], "invalid timeout 'nan'"),
+        (["info", "--timeout", "abc"], "invalid timeout 'abc' (seconds, or a"),
         (["run"], "run needs a command"),
         (["run", "--"], "run needs a command"),
         (["run", "--exclusive-all", "--read", "a", "--", "true"], "covers every"),
+        (["remove", "a"], "name the versions to remove ('a==1.0') or the entries"),
+        (["remove", "a==1", "--key", "k"], "either a version specifier or --key"),
+        (["remove", "a[x]==1"], "give a name and a version specifier only"),
+        (["remove", "a=1"], "invalid requirement 'a=1'"),
+        (["--uv", "info"], "try 'uv cache size'"),
+        (["--uv", "list"], "a uv cache does not have"),
+        (["--uv", "prune", "--max-size", "1G"], "runs 'uv cache prune'"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(
@@ -177,20 +241,107 @@ def test_bad_usage_is_one_line_and_exit_2(
     assert err.count("\n") == 1
     assert err.startswith("pkgcache: error: ")
     assert message in err
+    assert "could not convert" not in err
     assert not (tmp_path / "c").exists()
 
 
-@pytest.mark.parametrize("command", [["info"], ["list"], ["list", "a"], ["locks"]])
-def test_read_commands_on_a_missing_cache_fail_without_creating_it(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str]
+def test_timeout_from_the_environment(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "cache"
+    cache = pkgcache.Cache(root)
+    monkeypatch.setenv("PKGCACHE_TIMEOUT", "0")
+    with held_in_thread(cache, "x"):
+        code, out, err = run_main(capsys, "--cache-dir", str(root), "info")
+    assert (code, out) == (3, "")
+    assert err.startswith("pkgcache: error: timed out after ")
+    monkeypatch.setenv("PKGCACHE_TIMEOUT", "soon")
+    code, _, err = run_main(capsys, "--cache-dir", str(root), "info")
+    assert code == 2
+    assert err == (
+        "pkgcache: error: $PKGCACHE_TIMEOUT: invalid timeout 'soon' (seconds, or "
+        "a number with a unit: 30, 30s, 5m, 1h)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "out"),
+    [
+        (
+            ["info"],
+            "cache:    {root} (does not exist yet)\npackages: 0\nentries:  0\n"
+            "size:     0 B (0 bytes)\n",
+        ),
+        (["list"], ""),
+        (["list", "a"], ""),
+        (["list", "--paths"], ""),
+        (["locks"], "no locks held\n"),
+        (["dir"], "{root}\n"),
+    ],
+)
+def test_read_commands_on_a_missing_cache_report_it_empty(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str], out: str
+) -> None:
+    # Like 'uv cache size' (0) and 'pip cache info' (0 bytes): exit 0.
+    root = tmp_path / "missing"
+    code, stdout, _ = run_main(capsys, "--cache-dir", str(root), *command)
+    assert (code, stdout) == (0, out.format(root=root))
+    assert not root.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "data"),
+    [
+        (
+            ["info"],
+            {
+                "root": "{root}",
+                "exists": False,
+                "packages": 0,
+                "entries": 0,
+                "bytes": 0,
+                "per_package": {},
+            },
+        ),
+        (["list"], []),
+        (["locks"], []),
+        (["dir"], {"cache_dir": "{root}", "exists": False}),
+        (
+            ["clean", "a"],
+            {
+                "packages": ["a"],
+                "exists": False,
+                "entries_removed": 0,
+                "bytes_freed": 0,
+            },
+        ),
+        (
+            ["prune"],
+            {
+                "exists": False,
+                "removed": [],
+                "bytes_freed": 0,
+                "skipped": [],
+                "reaped": 0,
+            },
+        ),
+        (["remove", "a==1"], {"package": "a", "removed": [], "bytes_freed": 0}),
+    ],
+)
+def test_json_on_a_missing_cache(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str], data: object
 ) -> None:
     root = tmp_path / "missing"
-    code, out, err = run_main(capsys, "--cache-dir", str(root), *command)
-    assert (code, out) == (1, "")
-    assert (
-        err
-        == f"pkgcache: error: no cache at {root} (nothing has been cached there yet)\n"
-    )
+    code, out, _ = run_main(capsys, "--cache-dir", str(root), *command, "--json")
+    assert code == 0
+    expected = json.loads(json.dumps(data).replace("{root}", str(root)))
+    if isinstance(expected, dict) and "root" in expected:
+        # What CacheInfo holds besides (staging leftovers, when it counts them).
+        assert {k: v for k, v in json.loads(out).items() if k in expected} == expected
+    else:
+        assert json.loads(out) == expected
     assert not root.exists()
 
 
@@ -198,14 +349,15 @@ def test_a_file_as_cache_is_one_line_error(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     (tmp_path / "file").write_text("not a cache")
-    for command in (["locks"], ["run", "--", "true"]):
+    for command in (["locks"], ["info"], ["run", "--", "true"]):
         code, out, err = run_main(
             capsys, "--cache-dir", str(tmp_path / "file"), *command
         )
         assert (code, out) == (1, "")
-        assert err.count("\n") == 1
-        assert "pkgcache: error: " in err
-        assert "Traceback" not in err
+        assert err == (
+            f"pkgcache: error: refusing to use {tmp_path / 'file'}: the cache root "
+            "is not a directory\n"
+        )
     assert (tmp_path / "file").read_text() == "not a cache"
 
 
@@ -217,6 +369,7 @@ def test_a_file_as_cache_is_one_line_error(
         ["locks"],
         ["clean"],
         ["clean", "a"],
+        ["remove", "a==1"],
         ["prune", "--max-size", "0"],
         ["run", "--", "true"],
     ],
@@ -230,23 +383,144 @@ def test_a_folder_that_is_not_a_cache_is_left_alone(
     code, out, err = run_main(capsys, "--cache-dir", str(tmp_path), *command)
     assert (code, out) == (1, "")
     assert err == (
-        f"pkgcache: error: {tmp_path} is not a pkgcache cache (no locks/ or .lock "
-        "in it); refusing to add cache files to it\n"
+        f"pkgcache: error: {tmp_path} is not a pkgcache cache: it holds other "
+        "files (notes.txt); refusing to add cache files to it (its CACHEDIR.TAG "
+        "would make backup tools skip it). Use a new or empty folder, or pass "
+        "adopt=True to Cache\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
-def test_an_empty_folder_or_a_uv_style_cache_is_usable(
+def make_uv_cache(path: Path) -> Path:
+    """A uv cache as ``uv`` lays it out (``uv venv`` made this one)."""
+    path.mkdir()
+    (path / ".lock").touch()
+    (path / ".gitignore").write_text("*")
+    (path / "CACHEDIR.TAG").write_text("Signature: 8a477f597d28d172789f06886806bc55")
+    (path / "sdists-v11").mkdir()
+    return path
+
+
+@pytest.mark.parametrize("command", [["info"], ["locks"], ["run", "--", "true"]])
+def test_a_uv_cache_is_refused_with_the_uv_hint(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str]
+) -> None:
+    uv_cache = make_uv_cache(tmp_path / "uv")
+    code, out, err = run_main(capsys, "--cache-dir", str(uv_cache), *command)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"pkgcache: error: {uv_cache} is not a pkgcache cache: it looks like a uv "
+        "cache (sdists-v11), and 'uv cache prune' would delete pkgcache's locks/ "
+        "folder in it; lock it with pkgcache.uv.UvCache (on the command line: "
+        "pkgcache --uv)\n"
+    )
+    assert not (uv_cache / "locks").exists()
+
+
+def test_an_empty_folder_becomes_a_cache(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     assert main(["--cache-dir", str(tmp_path), "run", "--", PY, "-c", "pass"]) == 0
     assert (tmp_path / "locks").is_dir()
-    uv_style = tmp_path / "uv"
-    uv_style.mkdir()
-    (uv_style / ".lock").touch()
-    (uv_style / "wheels-v5").mkdir()
-    code, out, _ = run_main(capsys, "--cache-dir", str(uv_style), "locks")
+    code, out, _ = run_main(capsys, "--cache-dir", str(tmp_path), "locks")
     assert (code, out) == (0, "no locks held\n")
+
+
+# -- waits ---------------------------------------------------------------------------
+
+REPORT = re.compile(
+    r"pkgcache: thread 'MainThread' of pid (?P<pid>\d+) has waited [0-9.]+ s for "
+    r"the (?P<mode>\w+) lock on (?P<what>.+?) in (?P<root>\S+): (?P<who>.*)\Z"
+)
+
+
+@pytest.mark.parametrize("command", [["info"], ["list"], ["list", "a"], ["clean"]])
+def test_commands_say_who_they_wait_for_and_when_they_get_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str]
+) -> None:
+    root = tmp_path / "cache"
+    cache = populate(root, tmp_path / "work")
+    with (
+        held_in_thread(cache, "x") as release,
+        on_log("has waited", release.set),
+    ):
+        code, out, err = run_main(capsys, "--cache-dir", str(root), *command)
+    assert code == 0
+    assert out  # the command's own output, once the lock was granted
+    first, *_, last = err.splitlines()
+    report = REPORT.match(first)
+    assert report, first
+    mode = "exclusive" if command == ["clean"] else "shared"
+    assert report["pid"] == str(os.getpid())
+    assert (report["mode"], report["what"], report["root"]) == (
+        mode,
+        "the whole cache",
+        str(root),
+    )
+    assert report["who"].startswith(
+        f"pid {os.getpid()} holds the exclusive lock on the whole cache "
+        "(threads: holder; process age "
+    )
+    assert re.fullmatch(
+        rf"pkgcache: thread 'MainThread' of pid {os.getpid()} got the {mode} lock "
+        rf"on the whole cache in {re.escape(str(root))} after [0-9.]+ s",
+        last,
+    ), last
+
+
+def test_quiet_says_nothing_about_waits_verbose_logs_every_lock(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    root = tmp_path / "cache"
+    cache = populate(root, tmp_path / "work")
+    with held_in_thread(cache, "x"):
+        # Five times the first report's delay: without -q, it would say so.
+        code, out, err = run_main(
+            capsys, "--cache-dir", str(root), "info", "-q", "--timeout", "0.5"
+        )
+    assert (code, out) == (3, "")
+    assert err.startswith("pkgcache: error: timed out after ")
+    assert err.count("\n") == 1
+    assert run_main(capsys, "--cache-dir", str(root), "list", "a")[2] == ""
+    code, _, err = run_main(capsys, "--cache-dir", str(root), "list", "a", "-v")
+    assert code == 0
+    assert "package 'a'" in err  # the DEBUG lines of the locks taken
+    code, out, err = run_main(capsys, "--cache-dir", str(root), "list", "zzz", "-q")
+    assert (code, out, err) == (0, "", "")
+
+
+@pytest.mark.timeout(60)
+def test_a_package_clean_names_the_whole_cache_holder(tmp_path: Path) -> None:
+    # The issue's replay: 'pkgcache run --exclusive-all' holds the cache while
+    # 'pkgcache clean packaging' waits; the message must name that holder.
+    root = tmp_path / "cache"
+    hold = "import sys; print('held', flush=True); sys.stdin.read()"
+    with (
+        pkgcache_process(
+            root, "run", "--exclusive-all", "--", PY, "-c", hold, stdin=subprocess.PIPE
+        ) as holder,
+        killed_at_end(holder),
+    ):
+        assert read_line(holder.stdout) == "held\n"
+        with (
+            pkgcache_process(root, "clean", "packaging") as cleaner,
+            killed_at_end(cleaner),
+        ):
+            report = REPORT.match(read_line(cleaner.stderr).rstrip("\n"))
+            assert report
+            assert (report["mode"], report["what"]) == ("shared", "the whole cache")
+            assert report["who"].startswith(
+                f"pid {holder.pid} holds the exclusive lock on the whole cache "
+                "(process age "
+            )
+            assert "run --exclusive-all -- " in report["who"]
+            assert holder.stdin is not None
+            holder.stdin.close()
+            out, err = cleaner.communicate(timeout=WAIT)
+        assert holder.wait(WAIT) == 0
+    assert cleaner.returncode == 0, err
+    assert out == "cleaned packaging: removed 0 entries, freed 0 B\n"
+    assert re.search(r"got the shared lock on the whole cache in .* after ", err)
 
 
 # -- locks ---------------------------------------------------------------------------
@@ -266,10 +540,10 @@ def test_locks_lists_holders(
     with held_in_thread(cache, "x", "setuptools-scm"):
         code, out, _ = run_main(capsys, "--cache-dir", str(tmp_path), "locks")
         assert code == 0
-        assert f"pid {os.getpid()} holds shared lock on whole cache" in out
+        assert f"pid {os.getpid()} holds the shared lock on the whole cache" in out
         assert (
-            f"pid {os.getpid()} holds exclusive lock on 'setuptools-scm' "
-            "(threads: holder)" in out
+            f"pid {os.getpid()} holds the exclusive lock on package 'setuptools-scm' "
+            "(threads: holder; process age " in out
         )
         code, out, _ = run_main(capsys, "--cache-dir", str(tmp_path), "locks", "--json")
     holders = json.loads(out)
@@ -278,10 +552,50 @@ def test_locks_lists_holders(
         ("setuptools-scm", "exclusive", False),
     }
     assert all(h["pid"] == os.getpid() and h["threads"] == ["holder"] for h in holders)
+    assert all(h["process_age"] >= 0 for h in holders)
+
+
+MULTI_LINE_HOLDER = """\
+import sys
+import pkgcache
+with pkgcache.Cache(sys.argv[1]).exclusive("a"):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="other processes: /proc/locks"
+)
+@pytest.mark.timeout(60)
+def test_locks_prints_one_line_per_holder_with_its_age(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    root = tmp_path / "cache"
+    with subprocess.Popen(
+        [PY, "-c", MULTI_LINE_HOLDER, str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        try:
+            assert read_line(holder.stdout) == "held\n"
+            code, out, _ = run_main(capsys, "--cache-dir", str(root), "locks")
+        finally:
+            assert holder.stdin is not None
+            holder.stdin.close()
+            holder.wait(WAIT)
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 2  # the whole cache (shared) and 'a': one line each
+    line = next(line for line in lines if "package 'a'" in line)
+    assert line.startswith(
+        f"pid {holder.pid} holds the exclusive lock on package 'a' (process age "
+    )
+    assert f" [{PY} -c $'import sys\\nimport pkgcache\\nwith " in line
 
 
 # -- run -------------------------------------------------------------------------------
-
 # Run by the command under ``pkgcache run``: exit 10 + the number of checks
 # that failed, so a wrong lock shows up as a wrong exit code.
 CHILD_CHECKS = """
@@ -392,41 +706,25 @@ def test_run_timeout_is_exit_3_and_says_who_holds(
             "--",
             *command,
         )
-        assert (code, out) == (3, "")
-        assert "timed out" in err
-        assert "exclusive lock on package 'a'" in err
-        assert "threads: holder" in err
-        assert err.count("\n") == 1
-        # With a deadline in the future it first says who it waits for.
-        code, _, err = run_main(
-            capsys,
-            "--cache-dir",
-            str(tmp_path),
-            "run",
-            "--exclusive",
-            "a",
-            "--timeout",
-            "0.05",
-            "--",
-            *command,
-        )
-        assert code == 3
-        first, second = err.splitlines()
-        assert first.startswith("pkgcache: waiting for a: pid ")
-        assert "holds exclusive lock on 'a' (threads: holder)" in first
-        assert second.startswith("pkgcache: error: timed out")
+    assert (code, out) == (3, "")
+    assert err.startswith(
+        "pkgcache: error: timed out after 0.000 s waiting for the exclusive lock "
+        f"on package 'a' in {tmp_path}: pid {os.getpid()} holds the exclusive "
+        "lock on package 'a' (threads: holder; process age "
+    )
+    assert err.count("\n") == 1
     assert not marker.exists()
     with cache.exclusive("a", "b", timeout=0):
-        pass  # nothing left held by the failed runs
+        pass  # nothing left held by the failed run
 
 
 # -- as a process --------------------------------------------------------------------
 
 
 def pkgcache_process(root: Path, *argv: str, **kwargs: object) -> subprocess.Popen[str]:
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.Popen(
         [PY, "-m", "pkgcache", "--cache-dir", str(root), *argv],
-        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -452,7 +750,7 @@ def read_line(stream: object, timeout: float = WAIT) -> str:
     return stream.readline()  # type: ignore[attr-defined,no-any-return]
 
 
-def test_module_and_usage_error_as_process(tmp_path: Path) -> None:
+def test_module_version_and_usage_error_as_process(tmp_path: Path) -> None:
     env = {**os.environ, "PKGCACHE_DIR": str(tmp_path / "env")}
     done = subprocess.run(
         [PY, "-m", "pkgcache", "dir"],
@@ -463,6 +761,14 @@ def test_module_and_usage_error_as_process(tmp_path: Path) -> None:
         check=False,
     )
     assert (done.returncode, done.stdout) == (0, f"{tmp_path / 'env'}\n")
+    done = subprocess.run(
+        [PY, "-m", "pkgcache", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, f"pkgcache {pkgcache.__version__}\n")
     done = subprocess.run(
         [PY, "-m", "pkgcache", "list", "../../etc"],
         env=env,
@@ -532,9 +838,14 @@ def test_run_interrupted_while_waiting_never_runs_the_command(
             ) as proc,
             killed_at_end(proc),
         ):
-            line = read_line(proc.stderr)
-            assert line.startswith("pkgcache: waiting for a: ")
-            assert f"pid {os.getpid()} holds exclusive lock on 'a'" in line
+            report = REPORT.match(read_line(proc.stderr).rstrip("\n"))
+            assert report
+            assert (report["mode"], report["what"]) == ("exclusive", "package 'a'")
+            # Seen from the other process: no thread names, a process age.
+            assert report["who"].startswith(
+                f"pid {os.getpid()} holds the exclusive lock on package 'a' "
+                "(process age "
+            )
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(WAIT) == 128 + signal.SIGTERM
             assert proc.stderr is not None
@@ -544,7 +855,7 @@ def test_run_interrupted_while_waiting_never_runs_the_command(
         pass
 
 
-# -- the store: info, list, clean, prune -----------------------------------------
+# -- the store: info, list, clean, remove, prune ------------------------------------
 
 
 def populate(root: Path, work: Path) -> pkgcache.Cache:
@@ -568,21 +879,24 @@ def test_info_and_list(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     populate(root, tmp_path / "work")
     code, out, err = run_main(capsys, "--cache-dir", str(root), "info")
     assert (code, err) == (0, "")
-    assert out.splitlines()[1:] == [
+    assert out.splitlines()[:4] == [
+        f"cache:    {root}",
         "packages: 2",
         "entries:  3",
         "size:     3.4 KiB (3500 bytes)",
     ]
     code, out, _ = run_main(capsys, "--cache-dir", str(root), "info", "--json")
-    assert json.loads(out) == {
+    data = json.loads(out)
+    assert {k: data[k] for k in ("root", "exists", "packages", "entries", "bytes")} == {
         "root": str(root),
+        "exists": True,
         "packages": 2,
         "entries": 3,
         "bytes": 3500,
-        "per_package": {
-            "a": {"entries": 2, "bytes": 3000},
-            "b": {"entries": 1, "bytes": 500},
-        },
+    }
+    assert data["per_package"] == {
+        "a": {"entries": 2, "bytes": 3000},
+        "b": {"entries": 1, "bytes": 500},
     }
     code, out, _ = run_main(capsys, "--cache-dir", str(root), "list")
     assert [line.split() for line in out.splitlines()] == [
@@ -597,7 +911,42 @@ def test_info_and_list(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     assert (entry["kind"], entry["version"], entry["size"]) == ("wheel", "1.0", 500)
     assert entry["tags"] == ["py3-none-any"]
     assert Path(entry["path"]).read_bytes() == b"x" * 500
-    assert run_main(capsys, "--cache-dir", str(root), "list", "zzz") == (0, "", "")
+    # Like 'pip cache list --format=abspath': one path per line, nothing else.
+    code, out, err = run_main(capsys, "--cache-dir", str(root), "list", "--paths")
+    assert (code, err) == (0, "")
+    paths = [Path(line) for line in out.splitlines()]
+    assert [p.name for p in paths] == [
+        "a-1.0.tar.gz",
+        "a-2.0.tar.gz",
+        "b-1.0-py3-none-any.whl",
+    ]
+    assert all(p.is_absolute() and p.is_file() for p in paths)
+    # An empty result says so (on stderr: the output stays empty for scripts).
+    code, out, err = run_main(capsys, "--cache-dir", str(root), "list", "zzz")
+    assert (code, out) == (0, "")
+    assert err == f"pkgcache: no entries of zzz in {root}\n"
+
+
+def test_info_counts_staging_leftovers(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    root = tmp_path / "cache"
+    populate(root, tmp_path / "work")
+    if not {"staging_entries", "staging_bytes"} <= set(
+        attrs.fields_dict(pkgcache.CacheInfo)
+    ):
+        pytest.skip("this CacheInfo does not count staging leftovers yet")
+    # What a writer killed with kill -9 leaves: a staging file nobody holds.
+    (root / "tmp" / "a.dead-writer").write_bytes(b"x" * 9000)
+    code, out, _ = run_main(capsys, "--cache-dir", str(root), "info")
+    assert code == 0
+    assert out.splitlines()[4] == (
+        "staging:  1 leftover, 8.8 KiB (9000 bytes); 'pkgcache prune' reaps "
+        "those of dead writers"
+    )
+    code, out, _ = run_main(capsys, "--cache-dir", str(root), "info", "--json")
+    data = json.loads(out)
+    assert (data["staging_entries"], data["staging_bytes"]) == (1, 9000)
 
 
 def test_clean_packages_then_everything(
@@ -609,33 +958,18 @@ def test_clean_packages_then_everything(
     assert (code, err) == (0, "")
     assert out == "cleaned a: removed 2 entries, freed 2.9 KiB\n"
     assert cache.info().per_package == {"b": (1, 500)}
-    code, out, _ = run_main(capsys, "--cache-dir", str(root), "clean")
-    assert out == "cleaned the whole cache: removed 1 entries, freed 500 B\n"
+    code, out, _ = run_main(capsys, "--cache-dir", str(root), "clean", "--json")
+    assert json.loads(out) == {
+        "packages": ["b"],
+        "exists": True,
+        "entries_removed": 1,
+        "bytes_freed": 500,
+    }
     assert cache.info().entries == 0
     missing = tmp_path / "missing"
     code, out, _ = run_main(capsys, "--cache-dir", str(missing), "clean", "a")
     assert (code, out) == (0, f"nothing to clean: no cache at {missing}\n")
     assert not missing.exists()
-
-
-def test_clean_timeout_says_who_holds_and_changes_nothing(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    root = tmp_path / "cache"
-    cache = populate(root, tmp_path / "work")
-    with held_in_thread(cache, "r", "a"):
-        code, out, err = run_main(
-            capsys, "--cache-dir", str(root), "clean", "a", "--timeout", "0.05"
-        )
-    assert (code, out) == (3, "")
-    waiting, error = err.splitlines()
-    assert waiting == (
-        f"pkgcache: waiting for a: pid {os.getpid()} holds shared lock on 'a' "
-        f"(threads: holder) [{waiting.split('[', 1)[1]}"
-    )
-    assert error.startswith("pkgcache: error: timed out after ")
-    assert "exclusive lock on package 'a'" in error
-    assert cache.info().entries == 3
 
 
 @pytest.mark.timeout(60)
@@ -647,15 +981,87 @@ def test_clean_waits_for_the_holder_then_cleans(tmp_path: Path) -> None:
         pkgcache_process(root, "clean", "a") as proc,
         killed_at_end(proc),
     ):
-        line = read_line(proc.stderr)
-        assert line.startswith(f"pkgcache: waiting for a: pid {os.getpid()} ")
+        report = REPORT.match(read_line(proc.stderr).rstrip("\n"))
+        assert report
+        assert report["who"].startswith(
+            f"pid {os.getpid()} holds the shared lock on package 'a'"
+        )
         assert cache.info().entries == 3  # it waits: nothing removed yet
         release.set()
         out, err = proc.communicate(timeout=WAIT)
     assert proc.returncode == 0, err
     assert out == "cleaned a: removed 2 entries, freed 2.9 KiB\n"
-    assert err == ""  # the one line about the wait, read above, and nothing else
+    assert "got the exclusive lock on package 'a'" in err.splitlines()[-1]
     assert cache.info().per_package == {"b": (1, 500)}
+
+
+def test_remove_one_version_or_one_entry(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    root = tmp_path / "cache"
+    cache = populate(root, tmp_path / "work")
+    code, out, err = run_main(capsys, "--cache-dir", str(root), "remove", "A==1.0")
+    assert (code, err) == (0, "")
+    assert out == "removed a a-1.0.tar.gz (1000 B)\nremoved 1 entry, freed 1000 B\n"
+    assert cache.info().per_package == {"a": (1, 2000), "b": (1, 500)}
+    code, out, err = run_main(
+        capsys,
+        "--cache-dir",
+        str(root),
+        "remove",
+        "b",
+        "--key",
+        "nope",
+        "--json",
+        "--key",
+        "b-1.0-py3-none-any.whl",
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert (data["package"], data["bytes_freed"]) == ("b", 500)
+    assert [entry["key"] for entry in data["removed"]] == ["b-1.0-py3-none-any.whl"]
+    assert cache.info().per_package == {"a": (1, 2000)}
+    # Nothing matches: said on stderr, like 'pip cache remove', and exit 0.
+    code, out, err = run_main(capsys, "--cache-dir", str(root), "remove", "a<2")
+    assert (code, out) == (0, "removed 0 entries, freed 0 B\n")
+    assert err == "pkgcache: no entry of 'a' matches <2\n"
+    assert cache.info().per_package == {"a": (1, 2000)}
+
+
+def test_remove_waits_for_the_package_only(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    root = tmp_path / "cache"
+    cache = populate(root, tmp_path / "work")
+    with held_in_thread(cache, "r", "b"):
+        code, _, _ = run_main(
+            capsys, "--cache-dir", str(root), "remove", "a>=2", "--timeout", "0"
+        )
+        assert code == 0
+        code, _, err = run_main(
+            capsys, "--cache-dir", str(root), "remove", "b==1", "--timeout", "0"
+        )
+        assert code == 3
+        assert "waiting for the exclusive lock on package 'b'" in err
+    assert cache.info().per_package == {"a": (1, 1000), "b": (1, 500)}
+
+
+def test_clean_timeout_says_who_holds_and_changes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    root = tmp_path / "cache"
+    cache = populate(root, tmp_path / "work")
+    with held_in_thread(cache, "r", "a"):
+        code, out, err = run_main(
+            capsys, "--cache-dir", str(root), "clean", "a", "--timeout", "0"
+        )
+    assert (code, out) == (3, "")
+    assert err.startswith(
+        "pkgcache: error: timed out after 0.000 s waiting for the exclusive lock on "
+        f"package 'a' in {root}: pid {os.getpid()} holds the shared lock on "
+        "package 'a' (threads: holder; process age "
+    )
+    assert cache.info().entries == 3
 
 
 def test_prune_reports_removed_freed_and_skipped(
@@ -672,17 +1078,85 @@ def test_prune_reports_removed_freed_and_skipped(
     )
     with held_in_thread(cache, "r", "b"):
         code, out, err = run_main(
-            capsys, "--cache-dir", str(root), "prune", "--max-size", "0"
+            capsys, "--cache-dir", str(root), "prune", "--max-size", "2500"
         )
     assert (code, err) == (0, "")
     assert out.splitlines() == [
         "removed a a-1.0.tar.gz (1000 B)",
-        "removed a a-2.0.tar.gz (2.0 KiB)",
-        "removed 2 entries, freed 2.9 KiB; reaped 0 staging leftovers",
-        "skipped (in use): b",
+        "removed 1 entry, freed 1000 B; reaped 0 staging leftovers",
     ]
+    with held_in_thread(cache, "r", "b"):
+        code, out, err = run_main(
+            capsys, "--cache-dir", str(root), "prune", "--max-size", "0", "--json"
+        )
+    assert (code, err) == (0, "")
+    data = json.loads(out)
+    assert [entry["key"] for entry in data["removed"]] == ["a-2.0.tar.gz"]
+    assert (data["bytes_freed"], data["skipped"], data["reaped"]) == (2000, ["b"], 0)
     assert cache.info().per_package == {"b": (1, 500)}
     missing = tmp_path / "missing"
     code, out, _ = run_main(capsys, "--cache-dir", str(missing), "prune")
     assert (code, out) == (0, f"nothing to prune: no cache at {missing}\n")
     assert not missing.exists()
+
+
+# -- a uv cache: --uv ----------------------------------------------------------------
+
+CHECK_UV_LOCKS = """
+import sys
+from pkgcache.uv import UvCache
+uv = UvCache(sys.argv[1])
+def free(request):
+    try:
+        with request:
+            return True
+    except Exception:
+        return False
+sys.exit(10 * free(uv.exclusive("a", timeout=0)) + free(uv.reading("a", timeout=0)))
+"""
+
+
+@pytest.mark.timeout(90)
+def test_uv_option_locks_a_uv_cache_the_way_uvcache_does(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    uv_cache = make_uv_cache(tmp_path / "uv")
+    before = sorted(p.name for p in uv_cache.iterdir())
+    base = ["--uv", "--cache-dir", str(uv_cache)]
+    code, out, _ = run_main(capsys, *base, "dir", "--json")
+    assert json.loads(out) == {
+        "cache_dir": str(uv_cache),
+        "exists": True,
+        "locks_dir": str(tmp_path / "uv.pkgcache-locks"),
+    }
+    # 'run --read a': a UvCache in the command sees 'a' shared (10*0 + 1), and
+    # the command gets UV_CACHE_DIR.
+    code = main(
+        [*base, "run", "--read", "a", "--", PY, "-c", CHECK_UV_LOCKS, str(uv_cache)]
+    )
+    assert code == 1
+    code = main(
+        [
+            *base,
+            "run",
+            "--",
+            PY,
+            "-c",
+            "import os, sys; "
+            f"sys.exit(os.environ['UV_CACHE_DIR'] != {str(uv_cache)!r})",
+        ]
+    )
+    assert code == 0
+    with held_in_thread(pkgcache.uv.UvCache(uv_cache).cache, "r", "a"):
+        code, out, _ = run_main(capsys, *base, "locks")
+        assert code == 0
+        assert f"pid {os.getpid()} holds the shared lock on package 'a'" in out
+        code, _, err = run_main(capsys, *base, "clean", "a", "--timeout", "0")
+        assert code == 3
+        assert "waiting for the exclusive lock on package 'a'" in err
+    code, out, err = run_main(capsys, *base, "clean", "a")
+    assert (code, err) == (0, "")
+    assert out.startswith("cleaned a with uv: ")
+    # Nothing but uv's own files in the uv cache: the locks live beside it.
+    assert sorted(p.name for p in uv_cache.iterdir()) == before
+    assert (tmp_path / "uv.pkgcache-locks" / "a.lock").is_file()

@@ -41,6 +41,16 @@ def test_workers() -> None:
 
 
 @pytest.mark.timeout(TIMEOUT + 10)
+def test_build_farm() -> None:
+    pytest.importorskip("uv", reason="the farm runs the real uv (the farm extra)")
+    out = run_example("examples/build_farm.py").stdout
+    assert "built 24 wheels" in out
+    assert "; 0 failures" in out
+    assert "FAILED" not in out
+    assert "what waited for what:" in out
+
+
+@pytest.mark.timeout(TIMEOUT + 10)
 def test_fromager_style_builder(tmp_path: Path) -> None:
     out = run_example("examples/fromager_style_builder.py", str(tmp_path)).stdout
     assert "built 14 wheels of 7 packages in 2 rounds" in out
@@ -76,12 +86,13 @@ def check_wheel(wheel: Path) -> None:
 def test_guard_external_tool() -> None:
     out = run_example("examples/guard_external_tool.py").stdout
     assert out.count("installed setuptools-scm: 2 files, 24000 bytes") == 3
-    assert "pkgcache: waiting for setuptools-scm: pid " in out
-    assert "holds exclusive lock on 'setuptools-scm'" in out
+    assert "has waited" in out
+    assert "for the shared lock on package 'setuptools-scm' in " in out
+    assert "holds the exclusive lock on package 'setuptools-scm'" in out
     # The waiting install ran after the clean and the re-population.
     assert out.index("cleaned setuptools-scm") < out.rindex("installed setuptools")
     assert "install exit code 0" in out
-    assert "holds shared lock on 'setuptools-scm'" in out
+    assert "holds the shared lock on package 'setuptools-scm'" in out
 
 
 @pytest.mark.timeout(TIMEOUT + 10)

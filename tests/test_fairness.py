@@ -12,12 +12,13 @@ import time
 import pytest
 
 import pkgcache
-from pkgcache import _cache, _processlock
+from pkgcache import _processlock
 from tests.helpers import (
     SPAWN,
     WAIT,
     Contender,
     LockServer,
+    assert_nothing_held,
     hold_until_killed,
     overlapping_reader,
 )
@@ -203,15 +204,6 @@ def _interrupting_main_when(predicate):
     assert fired.is_set()
 
 
-def _assert_nothing_held(cache, *packages):
-    assert _cache._local.held == []
-    space = cache._space
-    for lock in [space.root_lock, *(space.package_lock(p) for p in packages)]:
-        assert lock.holding_threads() == []
-        assert lock.os_mode == _cache.NONE
-        assert not lock._gate_mutex.locked()
-
-
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize("timeout", [None, 30.0])
@@ -235,7 +227,7 @@ def test_keyboard_interrupt_during_a_cross_process_wait(
             # "a" is taken first, then the wait for "b" is interrupted.
             with request("a", wanted_pkg, timeout=timeout):
                 pass
-        _assert_nothing_held(cache, "a", "b")
+        assert_nothing_held(cache, "a", "b")
         server.release()
         # Another process can now take everything at once.
         assert server.call("try", "x", [], 0) is True
@@ -258,22 +250,31 @@ def test_keyboard_interrupt_during_an_in_process_wait(tmp_path, timeout):
     t = threading.Thread(target=holder)
     t.start()
     assert holding.wait(WAIT)
-    lock = cache._space.package_lock("a")
 
-    def main_is_admitting():
-        _eventually(lambda: lock._admitting, "the main thread never waited")
+    def main_is_waiting():
+        _eventually(
+            lambda: cache.statistics("a").threads_waiting,
+            "the main thread never waited",
+        )
 
-    with _interrupting_main_when(main_is_admitting):
+    with _interrupting_main_when(main_is_waiting):
         with cache.exclusive("a", timeout=timeout):
             pass
-    assert _cache._local.held == []
-    assert [mode for _, mode in lock.holding_threads()] == ["shared"]
-    assert not lock._gate_mutex.locked()
+    _assert_only_the_other_reader_holds(cache, "a")
     release.set()
     t.join(WAIT)
-    _assert_nothing_held(cache, "a")
+    assert_nothing_held(cache, "a")
     with cache.exclusive("a", timeout=0):
         pass
+
+
+def _assert_only_the_other_reader_holds(cache, package):
+    stats = cache.statistics(package)
+    assert stats.depth == 0, stats
+    assert len(stats.readers) == 1, stats
+    assert stats.held == pkgcache.Mode.SHARED, stats
+    assert not stats.threads_waiting, stats
+    assert cache.statistics().depth == 0
 
 
 @contextlib.contextmanager
@@ -377,25 +378,22 @@ def test_keyboard_interrupt_while_queued_behind_another_process_writer(
             )
             w.start()
             _wait_until_waiting(cache, "a", writer_pid)
-            lock = cache._space.package_lock("a")
 
             def main_is_queued():
                 _eventually(
-                    lambda: lock._admitting and lock._queued,
+                    lambda: cache.statistics("a").threads_waiting,
                     "the main thread never queued",
                 )
 
             with _interrupting_main_when(main_is_queued):
                 with cache.reading("a", timeout=timeout):
                     pass
-            assert _cache._local.held == []
-            assert [mode for _, mode in lock.holding_threads()] == ["shared"]
-            assert not lock._gate_mutex.locked()
+            _assert_only_the_other_reader_holds(cache, "a")
             assert not first_released.is_set()
         # The first reader let go: the writer gets in, then everything is free.
         w.join(WAIT)
         assert outcome == [True]
-        _assert_nothing_held(cache, "a")
+        assert_nothing_held(cache, "a")
         assert writer.call("try", "x", [], 0) is True
     finally:
         writer.close()

@@ -12,11 +12,12 @@ import threading
 import pytest
 
 import pkgcache
-from pkgcache import _cache
 from tests.helpers import (
     SPAWN,
     WAIT,
     LockServer,
+    assert_nothing_held,
+    depths,
     exclusive_at_barrier,
     hold_until_killed,
     opposite_orders,
@@ -144,7 +145,7 @@ def test_out_of_order_nested_call_raises_instead_of_waiting(cache):
                 with cache.reading("a"):
                     pass
             # Nothing leaked from the failed call.
-            assert _cache._local.held[-1].package == "b"
+            assert depths(cache, "a", "b") == {None: 1, "a": 0, "b": 1}
     # When the earlier lock is free, the out-of-order call simply succeeds.
     with cache.exclusive("b"), cache.reading("a"):
         pass
@@ -160,9 +161,7 @@ def test_blocks_exited_out_of_order_keep_the_bookkeeping_right(cache):
     for request in (first, second, third):
         stack.enter_context(request)
     first.__exit__(None, None, None)  # the earliest block ends first
-    assert sorted(lock.what for lock in _cache._local.held) == sorted(
-        ["the whole cache", "the whole cache", "package 'c'", "package 'd'"]
-    )
+    assert depths(cache, "b", "c", "d") == {None: 2, "b": 0, "c": 1, "d": 1}
     # "b" is free: another thread takes it; "c" and "d" are still held.
     assert _fresh_thread_can(cache, "x", ("b",))
     assert not _fresh_thread_can(cache, "x", ("c",))
@@ -175,7 +174,7 @@ def test_blocks_exited_out_of_order_keep_the_bookkeeping_right(cache):
         with cache.reading("a"):
             pass
     stack.close()  # exits third, second, then first again (a no-op)
-    assert _cache._local.held == []
+    assert_nothing_held(cache, "a", "b", "c", "d")
     assert _fresh_thread_can(cache, "x", ())
 
 
@@ -241,7 +240,7 @@ def test_timeout_names_the_lock_and_leaves_nothing_held(tmp_path):
         if sys.platform.startswith("linux"):
             assert [h.pid for h in exc.holders] == [server_pid]
             assert str(server_pid) in str(exc)
-        assert _cache._local.held == []
+        assert_nothing_held(cache, "a", "b")
         # Another process can take "a" (and the whole cache, once b is free).
         assert server.call("try", "x", ["a"], 0) is True
         server.release()
@@ -319,7 +318,12 @@ def test_forked_child_neither_holds_nor_releases_parent_locks(tmp_path):
                     # ...and can take what nobody holds.
                     with cache.exclusive("c", timeout=0):
                         pass
-                    assert _cache._local.held == []
+                    assert depths(cache, "a", "b", "c") == {
+                        None: 0,
+                        "a": 0,
+                        "b": 0,
+                        "c": 0,
+                    }
                 except BaseException:
                     code = 11
                 finally:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pkgcache import InvalidLockServer, LockLost, LockServerError
+from pkgcache._engine import Expired
 from pkgcache._pgsession import Session
 from pkgcache._postgres import (
     ANSWER,
@@ -28,7 +29,6 @@ from pkgcache._postgres import (
     host_name,
     lock_key,
 )
-from pkgcache._processlock import Expired
 from tests.pg_support import WAIT, EngineServer, Proxy, Server, fork_while_holding
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -582,7 +582,7 @@ def test_holders_name_host_pid_command_and_mode_of_everyone(
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
-def test_a_forked_child_leaves_the_parents_session_alone(services):
+def test_a_forked_child_leaves_the_parents_session_alone(pg_server, services):
     service = services()
     engine = service.engine("a")
     assert engine.try_acquire(True)
@@ -590,11 +590,15 @@ def test_a_forked_child_leaves_the_parents_session_alone(services):
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
-            service.forget_after_fork()
-            child = service.engine("a")
-            ok = child._session is None and not child.try_acquire(True)
+            # pkgcache's at-fork handler has run: the parent's service is
+            # forgotten (its sockets closed without a word), never used.
+            session = engine._session
+            forgotten = session is not None and session.dead
+            forgotten = forgotten and not service._open.sessions
+            child = PostgresLocks(pg_server.unix_url, IDENTITY).engine("a")
+            ok = forgotten and not child.try_acquire(True)
             child.release()
-            service.close()
+            del child, engine, service, session
             gc.collect()  # finalizers of the inherited connections run here
             os.write(write, b"1" if ok else b"0")
         finally:

@@ -87,6 +87,37 @@ def test_clean_tests_pass(pytester: pytest.Pytester) -> None:
     run(pytester).assert_outcomes(passed=2)
 
 
+def test_tmp_pkgcache_leaves_the_module_name_alone(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(RELEASE_CONFTEST)
+    pytester.makepyfile(
+        """
+        import pytest
+        import pkgcache
+
+        def test_module_and_cache(tmp_pkgcache):
+            with tmp_pkgcache.exclusive("a"):
+                pass
+            with pytest.raises(pkgcache.InvalidPackageName):
+                tmp_pkgcache.reading("../etc")
+
+        def test_one_cache_under_two_names(tmp_pkgcache, pkgcache):
+            assert tmp_pkgcache.root == pkgcache.root
+
+        def test_the_shadowed_module(pkgcache):
+            with pytest.raises(AttributeError):
+                pkgcache.LockTimeout
+
+        def test_checked_at_teardown(release_later, tmp_pkgcache):
+            request = tmp_pkgcache.exclusive("b")
+            request.__enter__()
+            release_later.append(request)
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=4, errors=1)
+    result.stdout.fnmatch_lines(["*package 'b'*held exclusive*"])
+
+
 def test_lock_left_held_fails_the_test(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(RELEASE_CONFTEST)
     pytester.makepyfile(

@@ -18,8 +18,7 @@ import threading
 import pytest
 
 import pkgcache
-from pkgcache import _oslock
-from pkgcache._processlock import LockDir
+from pkgcache import _flock, _oslock
 from tests.helpers import WAIT, LockServer
 
 pytestmark = pytest.mark.skipif(
@@ -77,7 +76,7 @@ def test_quick_flock_reports_busy_and_fails_like_flock(tmp_path):
         fcntl.flock(holder, fcntl.LOCK_EX)
         exclusive = _oslock.TRY_LOCK[True]
         assert _oslock.quick_flock(other, exclusive) == -1
-        assert _oslock.quick_flock_failed(other, exclusive) is False  # busy
+        assert _oslock.granted_after_all(other, exclusive) is False  # busy
         fcntl.flock(holder, fcntl.LOCK_UN)
         assert _oslock.quick_flock(other, exclusive) == 0
         assert _oslock.quick_flock(other, _oslock.UNLOCK) == 0
@@ -87,7 +86,7 @@ def test_quick_flock_reports_busy_and_fails_like_flock(tmp_path):
     # A descriptor that is gone: the same OSError fcntl.flock raises.
     assert _oslock.quick_flock(other, _oslock.TRY_LOCK[False]) == -1
     with pytest.raises(OSError, match="Bad file descriptor"):
-        _oslock.quick_flock_failed(other, _oslock.TRY_LOCK[False])
+        _oslock.granted_after_all(other, _oslock.TRY_LOCK[False])
 
 
 class _Counting:
@@ -118,10 +117,10 @@ def test_with_other_threads_the_quick_path_excludes_other_processes(
     cache = pkgcache.Cache(tmp_path / "cache")
     with cache.reading():
         pass
-    if not cache._space.locks_dir.quick:
+    if not _on_local_file_system(tmp_path):
         pytest.skip("the temporary folder is not on a known local file system")
     counting = _Counting(_oslock.quick_flock)
-    monkeypatch.setattr(_oslock, "quick_flock", counting)
+    monkeypatch.setattr(_flock, "_quick_flock", counting)
     server = LockServer(str(tmp_path / "cache"))
     try:
         with cache.exclusive("a"):
@@ -140,31 +139,39 @@ def test_without_other_threads_or_on_a_network_file_system_flock_is_used(
     tmp_path, monkeypatch
 ):
     counting = _Counting(_oslock.quick_flock)
-    monkeypatch.setattr(_oslock, "quick_flock", counting)
-    monkeypatch.setattr(_oslock, "other_threads", lambda: 0)
+    monkeypatch.setattr(_flock, "_quick_flock", counting)
+    monkeypatch.setattr(_flock, "_other_threads", lambda: 0)
     cache = pkgcache.Cache(tmp_path / "local")
     with cache.exclusive("a"):
         pass
     assert counting.calls == []
 
-    monkeypatch.setattr(_oslock, "other_threads", lambda: 1)
+    monkeypatch.setattr(_flock, "_other_threads", lambda: 1)
     monkeypatch.setattr(_oslock, "is_local_file_system", lambda fd: False)
     remote = pkgcache.Cache(tmp_path / "remote")
     with remote.exclusive("a"):
         pass
-    assert remote._space.locks_dir.quick is False
     assert counting.calls == []
 
 
 def test_a_lock_folder_is_quick_only_with_a_descriptor_on_a_local_system(
     tmp_path, monkeypatch
 ):
-    assert LockDir(str(tmp_path), None).quick is False
+    resources = _flock._Resources()
+    assert _flock.Folder(resources, str(tmp_path), None).quick is False
     fd = os.open(tmp_path, os.O_RDONLY)
     try:
         monkeypatch.setattr(_oslock, "is_local_file_system", lambda fd: True)
-        assert LockDir(str(tmp_path), fd).quick is True
+        assert _flock.Folder(resources, str(tmp_path), fd).quick is True
         monkeypatch.setattr(_oslock, "HAVE_QUICK_FLOCK", False)
-        assert LockDir(str(tmp_path), fd).quick is False
+        assert _flock.Folder(resources, str(tmp_path), fd).quick is False
+    finally:
+        os.close(fd)
+
+
+def _on_local_file_system(path) -> bool:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _oslock.is_local_file_system(fd)
     finally:
         os.close(fd)

@@ -16,8 +16,15 @@ import threading
 import pytest
 
 import pkgcache
-from pkgcache import _cache, _waits
-from tests.helpers import WAIT, Contender, LockServer, thread_holding
+from pkgcache import _waits
+from tests.helpers import (
+    WAIT,
+    Contender,
+    LockServer,
+    assert_nothing_held,
+    depths,
+    thread_holding,
+)
 
 
 @pytest.fixture
@@ -52,14 +59,6 @@ def _run_threads(target, count):
     return errors
 
 
-def _assert_nothing_held(cache, *packages):
-    assert getattr(_cache._local, "held", []) == []
-    space = cache._space
-    for lock in [space.root_lock, *(space.package_lock(p) for p in packages)]:
-        assert lock.holding_threads() == []
-        assert lock.os_mode == _cache.NONE
-
-
 # -- try-locks fail only when the lock is busy -------------------------------------
 
 
@@ -77,7 +76,7 @@ def test_try_lock_of_a_shareable_lock_never_fails(cache, busy_switching):
                 pass
 
     assert _run_threads(spin, 4) == []
-    _assert_nothing_held(cache, "a")
+    assert_nothing_held(cache, "a")
 
 
 @pytest.mark.timeout(60)
@@ -119,7 +118,6 @@ def test_holders_while_other_threads_acquire(cache, busy_switching):
     """Regression: holders() raised 'dictionary changed size during iteration'."""
     with cache.reading("a"):  # open the cache and the lock first
         pass
-    lock = cache._space.package_lock("a")
 
     def acquire():
         for _ in range(3000):
@@ -131,7 +129,8 @@ def test_holders_while_other_threads_acquire(cache, busy_switching):
         t.start()
     try:
         while any(t.is_alive() for t in workers):
-            lock.holding_threads()  # what holders() and the watchdog call
+            cache.holders("a")
+            cache.statistics("a")
     finally:
         for t in workers:
             t.join(WAIT)
@@ -207,9 +206,12 @@ def test_exception_after_the_locks_were_taken_leaves_nothing_held(
         with _handler_raising("acquired", exc_type), pytest.raises(exc_type):
             with request(*packages):
                 pytest.fail("the block must not run")
-        expected = [None, "0-outer"] if packages else []
-        assert [lock.package for lock in _cache._local.held] == expected
-    _assert_nothing_held(cache, "a", "b", "0-outer")
+        expected = {None: 1, "0-outer": 1} if packages else {None: 0, "0-outer": 0}
+        assert depths(cache, "0-outer") == expected
+        assert depths(cache, *packages) == {None: expected[None]} | dict.fromkeys(
+            packages, 0
+        )
+    assert_nothing_held(cache, "a", "b", "0-outer")
     server = LockServer(str(root))
     try:
         assert server.call("try", "x", [], 0) is True
@@ -227,7 +229,7 @@ def test_exit_from_another_thread_releases(cache):
     request.__exit__(None, None, None)
     with cache.exclusive("a", timeout=0):
         pass
-    _assert_nothing_held(cache, "a")
+    assert_nothing_held(cache, "a")
 
 
 # -- timeouts the platform cannot wait for ---------------------------------------------

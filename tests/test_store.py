@@ -4,6 +4,7 @@ clean, prune and info."""
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -65,6 +66,20 @@ def test_add_copies_and_describes_a_wheel(cache, src):
         # Reading the file above may have moved its access time (relatime).
         assert attrs.evolve(listed, last_used=entry.last_used) == entry
         assert view.path(PKG, wheel.name) == entry.path
+
+
+def test_an_entry_reads_well(cache, src):
+    wheel = make_wheel(src, PKG, "8.2.0")
+    (entry,) = store(cache, PKG, wheel)
+    text = repr(entry)
+    assert text.startswith(
+        f"Entry(package='{PKG}', key='{wheel.name}', kind='wheel', version=8.2.0, "
+        f"size={entry.size}, created="
+    )
+    assert re.search(r"created=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)$", text)
+    assert "0x" not in text
+    assert "Tag" not in text
+    assert "Path" not in text
 
 
 def test_kinds_from_file_names(cache, src):

@@ -247,15 +247,20 @@ def test_a_staging_folder_swapped_for_a_link_is_not_published(cache, outside):
 @pytest.mark.parametrize(
     "garbage", [b"", b"{not json", b'{"size": "big"}', b"\xff" * 5000]
 )
-def test_a_corrupted_tree_marker_is_measured_instead(cache, garbage, caplog):
+def test_a_tree_with_a_corrupted_marker_is_damaged(cache, garbage, caplog):
+    """What a power cut leaves of a tree published without syncing."""
     with cache.exclusive(PKG) as txn, txn.add_tree("t") as staging:
         (staging / "data").write_bytes(b"d" * 123)
     (cache.root / "packages" / PKG / "t" / ".pkgcache-tree").write_bytes(garbage)
     with cache.reading(PKG) as view:
-        (entry,) = view.entries(PKG)
-    assert (entry.kind, entry.size) == ("tree", 123)
-    assert "unreadable tree marker" in caplog.text
-    assert cache.prune(max_bytes=0).bytes_freed == 123
+        assert view.entries(PKG) == []
+        with pytest.raises(pkgcache.EntryDamaged, match="unreadable tree marker"):
+            view.path(PKG, "t")
+    assert "skipping damaged entry setuptools-scm/t" in caplog.text
+    info = cache.info()
+    assert (info.entries, info.bytes, info.damaged) == (1, 123, 1)
+    assert cache.prune().bytes_freed == 123  # damaged entries always go
+    assert cache.info().entries == 0
 
 
 # -- a full disk -------------------------------------------------------------------
@@ -283,10 +288,10 @@ def test_a_full_disk_while_moving_gives_the_source_back(cache, src, monkeypatch)
     data = wheel.read_bytes()
     real_utime = os.utime
 
-    def failing_utime(*args, **kwargs):
-        if kwargs.get("dir_fd") is not None:
+    def failing_utime(path, *args, **kwargs):
+        if isinstance(path, int):  # the staged file, by its descriptor
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_utime(*args, **kwargs)
+        return real_utime(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "utime", failing_utime)
     with cache.exclusive(PKG) as txn, pytest.raises(pkgcache.StoreWriteError):
@@ -423,11 +428,16 @@ def test_a_writer_killed_mid_write_leaves_no_entry_and_no_lock(cache, src, what)
     with cache.exclusive(PKG, timeout=0) as txn:
         (entry,) = txn.entries(PKG)
         assert entry.path.read_bytes() == b"old entry"
-    # The leftover is the dead writer's: the next prune reaps it.
+    # The leftover is counted (what du sees), and is the dead writer's:
+    # the next prune reaps it.
+    info = cache.info()
+    assert info.staging_entries == 1
+    assert info.staging_bytes > 0
     report = cache.prune()
     assert report.reaped == 1
     assert report.removed == ()
     assert staging_names(cache) == []
+    assert (cache.info().staging_entries, cache.info().staging_bytes) == (0, 0)
 
 
 @pytest.mark.timeout(60)

@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["make_blocking_sdist", "make_wheel", "wheel_filename"]
+__all__ = ["make_blocking_sdist", "make_sdist", "make_wheel", "wheel_filename"]
 
 # A fixed timestamp so the same inputs give byte-identical wheels.
 _DATE_TIME = (2020, 1, 1, 0, 0, 0)
@@ -97,6 +97,23 @@ def make_wheel(
     return path
 
 
+_BACKEND = '''\
+"""A PEP 517 backend that builds this project with ``_wheels`` (tests only)."""
+
+from _wheels import make_wheel
+
+NAME = {name!r}
+VERSION = {version!r}
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    return make_wheel(wheel_directory, NAME, VERSION).name
+'''
+
 _BLOCKING_BACKEND = '''\
 """A PEP 517 backend that waits for the test before it builds (tests only)."""
 
@@ -122,35 +139,42 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 '''
 
 
-def make_blocking_sdist(
-    folder: str | os.PathLike[str], name: str, version: str, socket_address: str
+def make_sdist(
+    folder: str | os.PathLike[str],
+    name: str,
+    version: str,
+    *,
+    requires: Iterable[str] = (),
+    backend: str | None = None,
 ) -> Path:
-    """Write an sdist whose build waits for a word from the test.
+    """Write an sdist of ``name`` with an in-tree PEP 517 backend.
 
-    Its in-tree build backend needs no other package. ``build_wheel``
-    connects to the Unix socket ``socket_address`` (an abstract address such
-    as ``"\\0name"`` works), sends ``b"building"``, and builds only after it
-    receives a message (or the connection closes). So a real ``uv pip
-    install`` of it stays in flight, holding uv's cache lock, until the test
-    lets it go.
+    Args:
+        folder: where the ``.tar.gz`` goes (created if missing).
+        name: the project name.
+        version: the version string.
+        requires: its ``[build-system] requires``.
+        backend: the source of its ``backend`` module; by default one that
+            builds a wheel at once with :func:`make_wheel` (the sdist
+            carries this file as ``_wheels.py``).
     """
-
     base = f"{_escape(name)}-{version}"
+    listed = ", ".join(f'"{requirement}"' for requirement in requires)
     pyproject = (
         "[build-system]\n"
-        "requires = []\n"
+        f"requires = [{listed}]\n"
         'build-backend = "backend"\n'
         'backend-path = ["."]\n'
         "\n[project]\n"
         f'name = "{name}"\n'
         f'version = "{version}"\n'
     )
+    if backend is None:
+        backend = _BACKEND.format(name=name, version=version)
     members = {
         "pyproject.toml": pyproject.encode(),
         "PKG-INFO": _metadata(name, version, ()),
-        "backend.py": _BLOCKING_BACKEND.format(
-            name=name, version=version, socket=socket_address
-        ).encode(),
+        "backend.py": backend.encode(),
         "_wheels.py": Path(__file__).read_bytes(),
     }
     target = Path(folder)
@@ -163,3 +187,21 @@ def make_blocking_sdist(
             info.mode = 0o644
             archive.addfile(info, io.BytesIO(data))
     return path
+
+
+def make_blocking_sdist(
+    folder: str | os.PathLike[str], name: str, version: str, socket_address: str
+) -> Path:
+    """Write an sdist whose build waits for a word from the test.
+
+    Its in-tree build backend needs no other package. ``build_wheel``
+    connects to the Unix socket ``socket_address`` (an abstract address such
+    as ``"\\0name"`` works), sends ``b"building"``, and builds only after it
+    receives a message (or the connection closes). So a real ``uv pip
+    install`` of it stays in flight, holding uv's cache lock, until the test
+    lets it go.
+    """
+    backend = _BLOCKING_BACKEND.format(
+        name=name, version=version, socket=socket_address
+    )
+    return make_sdist(folder, name, version, backend=backend)

@@ -7,9 +7,11 @@ other and nobody deletes what another worker is reading.
 """
 
 from ._cache import DEFAULT_TIMEOUT, Cache, CacheTransaction, CacheView, LockRequest
+from ._engine import Mode
 from ._errors import (
     CacheError,
     CachePermissionError,
+    EntryDamaged,
     EntryNotFound,
     InvalidArtifact,
     InvalidKey,
@@ -21,14 +23,18 @@ from ._errors import (
     LockServerError,
     LockTimeout,
     LockUpgradeError,
+    NotACacheError,
     NotLockedError,
     SourceNotFound,
+    SourcePermissionError,
     StoreWriteError,
     UnsafePathError,
 )
 from ._holders import Holder
 from ._names import canonical_name
+from ._processlock import LockStatistics
 from ._records import CacheInfo, CleanReport, Entry, PruneReport
+from ._timeouts import DefaultTimeout
 
 __version__ = "0.1.0"
 
@@ -41,7 +47,9 @@ __all__ = [
     "CacheTransaction",
     "CacheView",
     "CleanReport",
+    "DefaultTimeout",
     "Entry",
+    "EntryDamaged",
     "EntryNotFound",
     "Holder",
     "InvalidArtifact",
@@ -53,13 +61,26 @@ __all__ = [
     "LockOrderError",
     "LockRequest",
     "LockServerError",
+    "LockStatistics",
     "LockTimeout",
     "LockUpgradeError",
+    "Mode",
+    "NotACacheError",
     "NotLockedError",
     "PruneReport",
     "SourceNotFound",
+    "SourcePermissionError",
     "StoreWriteError",
     "UnsafePathError",
     "__version__",
     "canonical_name",
 ]
+
+# Public names say where to import them from: ``pkgcache.LockTimeout``, not
+# ``pkgcache._errors.LockTimeout``, in reprs, tracebacks, pickles and the API
+# reference (trio does the same).
+for _name in __all__:
+    _value = globals()[_name]
+    if callable(_value) and _value.__module__.startswith(f"{__name__}._"):
+        _value.__module__ = __name__
+del _name, _value

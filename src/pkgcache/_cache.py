@@ -8,8 +8,8 @@ Files
 ``<root>/locks/<name>.lock``
     One lock per package, ``<name>`` being the canonical project name.
 ``<root>/locks/<name>.gate`` and ``<root>/locks/.root.gate``
-    Writer-intent gates (see :mod:`pkgcache._processlock`): a waiting
-    writer holds the gate so later readers queue behind it.
+    Writer-intent gates (see :mod:`pkgcache._flock`): a waiting writer
+    holds the gate so later readers queue behind it.
 ``<root>/CACHEDIR.TAG``
     The standard tag that tells backup tools to skip the folder.
 
@@ -19,14 +19,16 @@ a new file of the same name, and both believe they hold the lock.
 
 Modes
 -----
-=============================  ==================  ==========================
-call                           ``<root>/.lock``    ``locks/<name>.lock``
-=============================  ==================  ==========================
-``reading()``                  shared              --
-``reading("a", "b")``          shared              shared on ``a``, ``b``
-``exclusive("a", "b")``        shared              exclusive on ``a``, ``b``
-``exclusive()``                exclusive           -- (covers every package)
-=============================  ==================  ==========================
+=================================  ================  ==========================
+call                               ``<root>/.lock``  ``locks/<name>.lock``
+=================================  ================  ==========================
+``reading()``                      shared            --
+``reading("a", "b")``              shared            shared on ``a``, ``b``
+``exclusive("a", "b")``            shared            exclusive on ``a``, ``b``
+``exclusive("a", reading=["b"])``  shared            exclusive on ``a``, shared
+                                                     on ``b``
+``exclusive()``                    exclusive         -- (covers every package)
+=================================  ================  ==========================
 
 Shared locks exclude exclusive ones on the same file, across the threads of a
 process and across processes. So ``exclusive("a")`` waits for every
@@ -35,19 +37,12 @@ process and across processes. So ``exclusive("a")`` waits for every
 shared. A bare ``reading()`` does not block ``exclusive("a")``: it guards
 against whole-cache operations only.
 
-Order
------
-Locks are taken in one global order: the root lock first, then packages by
-canonical name (sorted). Two calls that both follow the order cannot wait
-for each other in a cycle, so multi-package calls never deadlock.
-
-A thread may nest calls. Re-entering a lock it holds never waits (shared in
-shared, anything in exclusive; inside ``exclusive()`` every package lock is
-already covered). Asking for exclusive where it holds shared raises
-:class:`~pkgcache.LockUpgradeError` at once. A nested call that needs a lock
-*earlier* in the order than one the thread holds tries it without waiting
-and raises :class:`~pkgcache.LockOrderError` if it is busy: waiting there
-could deadlock against a thread that acquires in order.
+The layers: :mod:`pkgcache._lockset` takes a block's locks in the global
+order (and explains it); :mod:`pkgcache._processlock` shares each lock
+between the threads of the process and survives interrupts;
+:mod:`pkgcache._flock` holds it for the process with ``flock``;
+:mod:`pkgcache._space` keeps the locks of one cache; :mod:`pkgcache._process`
+holds what belongs to the whole process (fork, descriptors, threads).
 
 Next to other tools
 -------------------
@@ -60,84 +55,51 @@ at all is not excluded by anything.
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import functools
 import os
-import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from logging import DEBUG
 from pathlib import Path
-from threading import get_ident
 from types import TracebackType
 
+from packaging.requirements import Requirement
+from packaging.tags import Tag
 from packaging.utils import NormalizedName
 from typing_extensions import Self
 
-from . import _oslock
+from . import _layout, _lockset, _maintenance, _process
+from ._engine import Expired
 from ._errors import (
     CacheError,
-    CachePermissionError,
+    LockLost,
     LockOrderError,
     LockTimeout,
     NotLockedError,
-    UnsafePathError,
 )
-from ._holders import Holder, holders_of
+from ._holders import Holder
 from ._names import canonical_name
-from ._processlock import (
-    EXCLUSIVE,
-    MODE_NAMES,
-    NONE,
-    SHARED,
-    Expired,
-    LockDir,
-    LockTable,
-    ProcessLock,
-    _File,
-)
-from ._store import CacheStoreMethods, TransactionStoreMethods, ViewStoreMethods
-from ._timeouts import DEFAULT_TIMEOUT, _resolve_timeout
-from ._timeouts import _DefaultTimeout as _DefaultTimeout  # noqa: PLC0414 - uv.py, plugin
-from ._waits import _watchdog, logger
+from ._processlock import LockStatistics
+from ._ranking import parse_requirement
+from ._records import CacheInfo, CleanReport, Entry, PruneReport
+from ._space import LOCKS_DIR, LockSpace, Plan, check_lock_server, lock_space
+from ._store import Store, choose_package
+from ._timeouts import DEFAULT_TIMEOUT, DefaultTimeout, _resolve_timeout
+from ._timeouts import _DefaultTimeout as _DefaultTimeout  # noqa: PLC0414 - 0.1 name
+from ._waits import logger
 
 __all__ = ["DEFAULT_TIMEOUT", "Cache", "CacheTransaction", "CacheView", "LockRequest"]
 
-CACHEDIR_TAG = (
-    "Signature: 8a477f597d28d172789f06886806bc55\n"
-    "# This file is a cache directory tag created by pkgcache.\n"
-    "# For information about cache directory tags, see:\n"
-    "#\thttps://bford.info/cachedir/\n"
-)
-LOCKS_DIR = "locks"
 ROOT_LOCK = ".lock"
-ROOT_GATE = ".root.gate"
-_PLANS = 4096  # lock plans remembered per cache root (see _Space.plan)
-
-
-_table = LockTable()
-_spaces: dict[str, _Space] = {}
-_spaces_mutex = threading.Lock()
-_local = threading.local()
-_generation = 0
-
-
-def _after_fork_in_child() -> None:
-    global _spaces_mutex, _local, _generation  # noqa: PLW0603
-    _generation += 1
-    _spaces_mutex = threading.Lock()
-    for space in _spaces.values():
-        space.after_fork_in_child()
-    _local = threading.local()
-    _table.after_fork_in_child()
-    _watchdog.after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
 
 _canonical_cached = functools.lru_cache(maxsize=4096)(canonical_name)
+_monotonic = time.monotonic
+
+# With-blocks whose object was garbage collected while still holding its
+# locks (an interrupt landed as __exit__ began, before any of its code ran),
+# released at the next call that is safe to do it.
+_orphans: list[tuple[Plan, int, _process.ThreadState]] = []
 
 
 def _canonical(name: str) -> NormalizedName:
@@ -149,191 +111,29 @@ def _canonical(name: str) -> NormalizedName:
     return canonical_name(name)
 
 
-def _canonical_sorted(names: tuple[str, ...]) -> tuple[NormalizedName, ...]:
-    if len(names) == 1:  # the common call; ``_canonical`` written out
+def _canonical_sorted(names: Iterable[str]) -> tuple[NormalizedName, ...]:
+    if type(names) is tuple and len(names) == 1:  # the common call
         name = names[0]
         if type(name) is str:
             return (_canonical_cached(name),)
     return tuple(sorted({_canonical(name) for name in names}))
 
 
-class _Space:
-    """The locks of one cache root, shared by every :class:`Cache` on it.
+def _release_orphans() -> None:
+    while _orphans:
+        _release_orphan(*_orphans.pop())
 
-    ``tag_root`` is false for a root another tool owns (see
-    :meth:`Cache._attach`): then nothing but ``<root>/.lock`` is created in it.
+
+def _release_orphan(plan: Plan, remaining: int, state: _process.ThreadState) -> None:
+    """Release what a with-block never exited still holds.
+
+    That is one hold on each of the first ``remaining`` locks of its plan.
     """
-
-    def __init__(self, root: str, locks_path: str, *, tag_root: bool = True) -> None:
-        self.root = root
-        self.locks_path = locks_path
-        self.tag_root = tag_root
-        self.root_dir, self.locks_dir = self._open_layout()
-        self.root_lock = self._new_lock(
-            None, _File(self.root_dir, ROOT_LOCK), _File(self.locks_dir, ROOT_GATE)
-        )
-        self._packages: dict[str, ProcessLock] = {}
-        self.plans: dict[tuple[NormalizedName, ...], tuple[ProcessLock, ...]] = {}
-        self._mutex = threading.Lock()
-
-    def _open_layout(self) -> tuple[LockDir, LockDir]:
-        root = self.root
-        try:
-            os.makedirs(root, exist_ok=True)
-        except FileExistsError as exc:
-            raise UnsafePathError(root, "the cache root is not a directory") from exc
-        except NotADirectoryError as exc:
-            raise UnsafePathError(root, "a parent of the cache root is a file") from exc
-        except PermissionError as exc:
-            raise CachePermissionError(
-                f"cannot create cache root {root}: {exc}"
-            ) from exc
-        root_fd = _oslock.open_directory(root, dir_fd=None, display=root)
-        dir_fd = root_fd if os.mkdir in os.supports_dir_fd else None
-        locks_name = (
-            LOCKS_DIR if os.path.join(root, LOCKS_DIR) == self.locks_path else None
-        )
-        try:
-            if locks_name is None:
-                os.makedirs(self.locks_path, exist_ok=True)
-                locks_fd = _oslock.open_directory(
-                    self.locks_path, dir_fd=None, display=self.locks_path
-                )
-            else:
-                try:
-                    if dir_fd is None:
-                        os.mkdir(self.locks_path)
-                    else:
-                        os.mkdir(locks_name, dir_fd=dir_fd)
-                except FileExistsError:
-                    pass
-                except OSError as exc:
-                    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-                        raise
-                    # A read-only cache: fine if the folder is already there.
-                locks_fd = _oslock.open_directory(
-                    locks_name if dir_fd is not None else self.locks_path,
-                    dir_fd=dir_fd,
-                    display=self.locks_path,
-                )
-            if self.tag_root:
-                self._write_cachedir_tag(dir_fd)
-        except FileNotFoundError as exc:
-            _oslock.close(root_fd)
-            raise CachePermissionError(
-                f"cannot create {self.locks_path}: the cache is read-only"
-            ) from exc
-        except BaseException:
-            _oslock.close(root_fd)
-            raise
-        return LockDir(root, root_fd), LockDir(self.locks_path, locks_fd)
-
-    def _write_cachedir_tag(self, dir_fd: int | None) -> None:
-        flags = (
-            os.O_WRONLY
-            | os.O_CREAT
-            | os.O_EXCL
-            | getattr(os, "O_NOFOLLOW", 0)
-            | getattr(os, "O_CLOEXEC", 0)
-        )
-        try:
-            if dir_fd is None:
-                fd = os.open(os.path.join(self.root, "CACHEDIR.TAG"), flags, 0o644)
-            else:
-                fd = os.open("CACHEDIR.TAG", flags, 0o644, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno in (errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS):
-                return
-            raise
-        try:
-            os.write(fd, CACHEDIR_TAG.encode())
-        finally:
-            os.close(fd)
-
-    def _new_lock(
-        self, package: str | None, lock_file: _File, gate_file: _File
-    ) -> ProcessLock:
-        lock = ProcessLock(
-            _table,
-            (self.root, 0 if package is None else 1, package or ""),
-            package,
-            lock_file,
-            gate_file,
-        )
-        _table.register(lock)
-        return lock
-
-    def after_fork_in_child(self) -> None:
-        # Another thread may have held the mutex at fork time.
-        self._mutex = threading.Lock()
-
-    def package_lock(self, name: NormalizedName) -> ProcessLock:
-        lock = self._packages.get(name)
-        if lock is None:
-            with self._mutex:
-                lock = self._packages.get(name)
-                if lock is None:
-                    lock = self._new_lock(
-                        name,
-                        _File(self.locks_dir, f"{name}.lock"),
-                        _File(self.locks_dir, f"{name}.gate"),
-                    )
-                    self._packages[name] = lock
-        return lock
-
-    def plan(self, names: tuple[NormalizedName, ...]) -> tuple[ProcessLock, ...]:
-        """The locks an un-nested call on ``names`` takes, in order: the root first.
-
-        Remembered in ``plans`` (up to ``_PLANS`` tuples of names), so a
-        call looks its locks up once instead of once per package.
-        """
-        plan = self.plans.get(names)
-        if plan is None:
-            plan = (self.root_lock, *map(self.package_lock, names))
-            if len(self.plans) >= _PLANS:
-                self.plans.clear()
-            self.plans[names] = plan
-        return plan
-
-    def locks(self) -> list[ProcessLock]:
-        """The whole-cache lock and every package lock this process has used."""
-        with self._mutex:
-            return [self.root_lock, *self._packages.values()]
-
-    def known_packages(self) -> list[NormalizedName]:
-        """Canonical names of every package lock file in the locks folder."""
-        names = []
-        try:
-            entries = os.listdir(self.locks_path)
-        except OSError:
-            return []
-        for entry in entries:
-            stem, dot, suffix = entry.rpartition(".")
-            if dot and suffix == "lock":
-                try:
-                    canonical = _canonical(stem)
-                except CacheError:
-                    continue
-                if canonical == stem:
-                    names.append(canonical)
-        return sorted(names)
-
-
-def _space_for(root: str, locks_path: str, tag_root: bool) -> _Space:
-    space = _spaces.get(locks_path)
-    if space is None:
-        with _spaces_mutex:
-            space = _spaces.get(locks_path)
-            if space is None:
-                space = _spaces[locks_path] = _Space(
-                    root, locks_path, tag_root=tag_root
-                )
-    if space.root != root:
-        # Only Cache._attach can get here: its locks would guard another root.
-        raise UnsafePathError(
-            locks_path, f"these locks already serve the cache {space.root}"
-        )
-    return space
+    for index in range(remaining - 1, -1, -1):
+        lock = plan[index][0]
+        if lock.depth(state):
+            lock.release(state)
+    _lockset.forget(plan, state)
 
 
 class LockRequest:
@@ -342,25 +142,29 @@ class LockRequest:
     The base of :class:`CacheView` and :class:`CacheTransaction`, which
     :meth:`Cache.reading` and :meth:`Cache.exclusive` return: entering one
     takes its locks and gives back the same object, the proof of the locks
-    while the block lasts. Each can be entered once.
+    while the block lasts. Each can be entered once. In a process forked
+    while the block was open, the object proves nothing (the child holds
+    none of its parent's locks).
 
     Attributes:
         cache: the :class:`Cache`.
-        packages: canonical names of the packages locked, sorted. Empty for
-            a whole-cache hold.
+        packages: canonical names of the packages locked (exclusively, for a
+            :class:`CacheTransaction`), sorted. Empty for a whole-cache hold.
     """
 
     # One object per ``with`` block, with slots: a second object (a request
     # and its handle) and ``__dict__``-based attributes cost a fifth of the
     # uncontended path.
     __slots__ = (
+        "_before",
         "_debug",
         "_exclusive",
         "_generation",
-        "_held",
         "_open",
-        "_taken",
-        "_thread",
+        "_plan",
+        "_remaining",
+        "_shared",
+        "_state",
         "_timeout",
         "cache",
         "packages",
@@ -372,40 +176,93 @@ class LockRequest:
         packages: tuple[NormalizedName, ...],
         exclusive: bool,
         timeout: float | None,
+        shared: tuple[NormalizedName, ...] = (),
     ) -> None:
         self.cache = cache
         self.packages = packages
         self._exclusive = exclusive
+        self._shared = shared
         self._timeout = timeout
         self._open = False
-        self._taken: Sequence[ProcessLock] | None = None
+        # How many locks of the plan (from the first) this block still
+        # holds: set when entered, counted down as __exit__ releases.
+        self._remaining = 0
+        self._state: _process.ThreadState | None = None
+        self._before: list[int] | None = None
+        self._plan: Plan = ()
 
     @property
     def is_open(self) -> bool:
-        """Whether this object's ``with`` block is open (its locks are held)."""
-        return self._open
+        """Whether this object's ``with`` block is open (its locks are held).
+
+        ``False`` in a process forked while the block was open.
+        """
+        return self._open and self._generation == _process.generation
 
     def __enter__(self) -> Self:
-        if self._taken is not None:
+        if self._state is not None:
             raise RuntimeError("a lock request can be entered only once")
-        thread = get_ident()
+        if _orphans:
+            _release_orphans()
         try:
-            held: list[ProcessLock] = _local.held
+            state = _process._local.state
         except AttributeError:
-            held = _local.held = []
-        self._debug = logger.isEnabledFor(DEBUG)
-        taken: Sequence[ProcessLock]
-        if held:
-            taken = self.cache._acquire_nested(self, thread, held)
+            state = _process.thread_state()
+        cache = self.cache
+        space = cache._space
+        if (
+            space is None
+            or space.generation != _process.generation
+            or space.root_folder.gone
+        ):
+            space = cache._open_space()
+        packages = self.packages
+        if not self._exclusive:
+            plan = space.read_plans.get(packages) or space.plan((), packages, False)
+        elif self._shared:
+            plan = space.plan(packages, self._shared, False)
         else:
-            taken = self.cache._acquire_first(self, thread, held)
-        self._taken = taken
-        self._thread = thread
-        self._generation = _generation
-        # The entering thread's list: exiting from another thread (a misuse,
-        # but an ExitStack can travel) must still find what to remove.
-        self._held = held
-        self._open = True
+            plan = space.write_plans.get(packages) or space.plan(
+                packages, (), not packages
+            )
+        timeout = self._timeout
+        self._debug = debug = logger.isEnabledFor(DEBUG)
+        start = _monotonic() if timeout is not None or debug else 0.0
+        deadline = None if timeout is None else start + timeout
+        held = state.held
+        before = None
+        if held:
+            plan = _lockset.nested_plan(plan, state)
+            before = [lock.depth(state) for lock, _ in plan]
+        # Set before anything is taken: the undo below needs them all.
+        self._state = state
+        self._generation = _process.generation
+        self._plan = plan
+        self._before = before
+        try:
+            if before is not None:
+                _lockset.take_nested(plan, state, before, deadline, timeout != 0)
+            else:
+                # _lockset.take, written out: the common call.
+                wait = timeout != 0
+                for lock, exclusive in plan:
+                    lock.acquire(state, exclusive, deadline, wait)
+                held.append(plan)
+            if debug:
+                _log_acquired(space, plan, start)
+            self._remaining, self._open = len(plan), True
+        except BaseException as exc:
+            self._remaining = 0
+            _lockset.give_back(self._plan, state, self._before)
+            _lockset.forget(self._plan, state)
+            if type(exc) is _lockset.Busy:
+                raise cache._busy_error(exc, state, start) from None
+            if type(exc) is Expired:
+                # Only the un-nested loop lets it through: ``lock`` is the
+                # one that could not be had.
+                busy = _lockset.Busy(lock, exclusive, out_of_order=False)
+                raise cache._busy_error(busy, state, start) from None
+            raise
         return self
 
     def __exit__(
@@ -414,58 +271,99 @@ class LockRequest:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        taken = self._taken
+        if not self._open:
+            return
         self._open = False
-        if not taken or self._generation != _generation:
+        if self._generation != _process.generation:
             return  # a forked child forgets its parent's locks
-        self._taken = ()
-        thread = self._thread
-        # Release first: a waiter in another process is let in by the first
-        # unlock, so the bookkeeping waits until after it. Every lock is
-        # released even if one release raises (a KeyboardInterrupt there
-        # once skipped the rest, leaving the whole-cache lock held for good).
-        error: BaseException | None = None
-        for lock in reversed(taken):
-            try:
-                lock.release(thread)
-            except BaseException as raised:
-                error = error or raised
-        held = self._held
-        count = len(taken)
-        if len(held) == count:
-            # Every lock in ``held`` belongs to an open block, and this one's
-            # are among them: equal lengths mean they are all ours.
-            del held[:]
-        elif tuple(held[-count:]) == tuple(taken):
-            del held[-count:]
-        else:  # blocks exited out of order (an ExitStack, manual calls)
-            for lock in taken:
-                held.remove(lock)
-        if error is not None:
-            raise error
+        state = self._state
+        plan = self._plan
+        space = self.cache._space
+        lost = None
+        try:
+            if space is not None and space.can_lose_locks:
+                lost = _lost(plan)
+            # Release first: a waiter in another process is let in by the
+            # first unlock, so the bookkeeping waits until after it.
+            for index in range(len(plan) - 1, -1, -1):
+                plan[index][0].release(state)  # type: ignore[arg-type]
+                self._remaining = index
+        except BaseException:
+            # Every lock is released even if one release raised (an
+            # interrupt there once left the whole-cache lock held for good).
+            self._remaining = 0
+            _lockset.give_back(plan, state, self._before)  # type: ignore[arg-type]
+            raise
+        finally:
+            _lockset.forget(plan, state)  # type: ignore[arg-type]
         if self._debug:
-            logger.debug("released %s", ", ".join(lock.what for lock in taken))
+            logger.debug(
+                "released %s in %s", _describe_plan(plan), self.cache._real_root
+            )
+        if lost is not None:
+            # The block's work was done without its lock (an exception of
+            # the block itself stays this one's __context__).
+            raise lost
+
+    def __del__(self) -> None:
+        # Still holding, and unreachable: an interrupt landed as __exit__
+        # began, before any of its code ran (a function's entry is a point
+        # where pending signal handlers run), and the with statement went on
+        # without it. Release what is left now, or, if this thread is inside
+        # pkgcache's own bookkeeping of one of those locks (a finalizer can
+        # run anywhere), at the next call.
+        # getattr: __init__ itself may have been interrupted.
+        if getattr(self, "_remaining", 0) and self._generation == _process.generation:
+            state = self._state
+            assert state is not None
+            orphan = (self._plan, self._remaining, state)
+            self._remaining = 0
+            for lock, _ in self._plan:
+                if lock.busy_here():
+                    _orphans.append(orphan)
+                    return
+            _release_orphan(*orphan)
 
     def covers(self, package: str) -> NormalizedName:
         """Return the canonical name if this handle holds ``package``, else raise.
 
         Raises:
             InvalidPackageName: ``package`` is not a valid name.
-            NotLockedError: the block is not open, or ``package`` is not held.
+            NotLockedError: the block is not open (or this is a forked
+                child of the process that opened it), or ``package`` is not
+                held.
         """
         name = _canonical(package)
-        if not self._open:
-            when = "before" if self._taken is None else "after"
-            raise NotLockedError(
-                f"this {type(self).__name__} was used {when} its with-block"
-            )
-        if name not in self.packages:
-            held = ", ".join(self.packages) or "no package"
+        self._require_open()
+        if name not in self.packages and name not in self._shared:
+            held = ", ".join(sorted((*self.packages, *self._shared))) or "no package"
             raise NotLockedError(
                 f"package {name!r} is not locked by this {type(self).__name__} "
                 f"(it holds {held}); name it when entering the with-block"
             )
         return name
+
+    def _require_open(self) -> None:
+        if not self._open:
+            when = "before" if self._state is None else "after"
+            raise NotLockedError(
+                f"this {type(self).__name__} was used {when} its with-block"
+            )
+        if self._generation != _process.generation:
+            raise NotLockedError(
+                f"this {type(self).__name__} was opened by the parent of this "
+                "forked process, which holds none of its locks"
+            )
+
+    def _verify(self) -> None:
+        """Raise if a lock of this block was lost (see LockEngine.check).
+
+        The store calls it right before each rename that publishes or
+        removes an entry.
+        """
+        self._require_open()
+        for lock, _ in self._plan:
+            lock.engine.check()
 
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"
@@ -473,7 +371,7 @@ class LockRequest:
         return f"<{name} {list(self.packages)} of {self.cache.root} ({state})>"
 
 
-class CacheView(LockRequest, ViewStoreMethods):
+class CacheView(LockRequest):
     """What :meth:`Cache.reading` returns: shared locks, and proof of them.
 
     ``with cache.reading("a") as view:`` takes the locks and gives back the
@@ -482,11 +380,85 @@ class CacheView(LockRequest, ViewStoreMethods):
 
     __slots__ = ()
 
+    # -- the store (see pkgcache._store): reads need the package held --------
 
-class CacheTransaction(CacheView, TransactionStoreMethods):
+    def entries(self, package: str) -> list[Entry]:
+        """Every entry of ``package``, sorted by key.
+
+        Damaged entries (see :doc:`store`) are left out, with a warning.
+
+        Raises:
+            NotLockedError: this handle does not hold ``package``.
+            UnsafePathError: the package's folder is a symbolic link.
+        """
+        return self.cache._store().entries(self.covers(package))
+
+    def find(
+        self,
+        requirement: str | Requirement,
+        *,
+        kind: str | None = None,
+        tags: Iterable[Tag] | None = None,
+    ) -> Entry | None:
+        """The best stored wheel or sdist for ``requirement``, or ``None``.
+
+        Wheels are kept if one of their tags is in ``tags`` (by default
+        :func:`packaging.tags.sys_tags`, the tags this interpreter supports).
+        Among the entries left, the best has the highest version the
+        specifier allows (PEP 440: pre-releases only if the specifier names
+        one, or if no final release matches), then the highest build tag,
+        then a wheel over an sdist, then the most preferred tag (earliest in
+        ``tags``), then the shortest key, then the first key in sorted
+        order. Extras and markers are ignored. A damaged entry is skipped
+        for the next best, with a warning. Records the entry's use (see
+        :meth:`Cache.prune`).
+
+        Args:
+            requirement: a PEP 508 string (``"setuptools-scm>=8"``) or a
+                :class:`packaging.requirements.Requirement`.
+            kind: ``"wheel"``, ``"sdist"``, or ``None`` for both.
+            tags: supported tags, most preferred first.
+
+        Raises:
+            InvalidRequirement: ``requirement`` does not parse.
+            NotLockedError: this handle does not hold the package.
+        """
+        req = parse_requirement(requirement)
+        package = self.covers(req.name)
+        return self.cache._store().find(package, req.specifier, kind=kind, tags=tags)
+
+    def path(self, package: str, key: str) -> Path:
+        """Where entry ``key`` of ``package`` is; valid while the block is open.
+
+        Records the entry's use (see :meth:`Cache.prune`).
+
+        Raises:
+            EntryNotFound: there is no such entry.
+            EntryDamaged: the entry fails its check (see :doc:`store`).
+            InvalidKey: ``key`` is not a valid key.
+            NotLockedError: this handle does not hold ``package``.
+            UnsafePathError: the entry, or a folder on its way, is a symbolic
+                link (its target is left untouched).
+        """
+        return self.entry(package, key).path
+
+    def entry(self, package: str, key: str) -> Entry:
+        """The entry ``key`` of ``package``, with its use recorded.
+
+        Raises the same errors as :meth:`path`.
+        """
+        return self.cache._store().entry(self.covers(package), key)
+
+
+class CacheTransaction(CacheView):
     """What :meth:`Cache.exclusive` returns: exclusive locks, and proof of them.
 
-    Inside ``exclusive()`` (no packages) it covers every package.
+    It reads every package it holds and writes the ones it holds
+    exclusively: ``packages``, or every package inside ``exclusive()``.
+
+    Inside ``exclusive()`` (no packages) it covers every package. The write
+    methods take the package from ``package=``, else from the one package
+    the transaction holds, else (for a wheel or sdist) from the file name.
     """
 
     __slots__ = ()
@@ -496,41 +468,193 @@ class CacheTransaction(CacheView, TransactionStoreMethods):
         """Whether this holds the whole cache exclusively (``exclusive()``)."""
         return not self.packages
 
+    @property
+    def reading(self) -> tuple[NormalizedName, ...]:
+        """Canonical names of the packages held only shared (``reading=``)."""
+        return self._shared
+
     def covers(self, package: str) -> NormalizedName:
-        if self._open and not self.packages:
-            return _canonical(package)
+        if not self.packages:
+            name = _canonical(package)
+            self._require_open()
+            return name
         return super().covers(package)
 
+    def _writable(self, package: str) -> NormalizedName:
+        """Like :meth:`covers`, for a write: the package must be held exclusively."""
+        name = self.covers(package)
+        if self.packages and name not in self.packages:
+            raise NotLockedError(
+                f"package {name!r} is held only for reading by this "
+                "CacheTransaction (reading=...); name it among the exclusive "
+                "packages to write it"
+            )
+        return name
 
-class Cache(CacheStoreMethods):
+    def _target(self, package: str | None, key: object = None) -> NormalizedName:
+        """The package a write is about (see :func:`pkgcache._store.choose_package`)."""
+        held, whole = self.packages, self.whole_cache
+        return self._writable(choose_package(package, held, whole, key))
+
+    # -- the store (see pkgcache._store): writes need the package exclusive --
+
+    def add(
+        self,
+        src: str | os.PathLike[str],
+        *,
+        key: str | None = None,
+        move: bool = False,
+        package: str | None = None,
+    ) -> Entry:
+        """Store the file ``src`` as entry ``key`` (default: its file name).
+
+        The file is copied (or, with ``move=True``, renamed when it is on the
+        same file system, else copied and then deleted) into a staging file
+        under ``<root>/tmp/``, synced to disk (unless the cache is not
+        ``durable``), then renamed into place: readers see the old entry or
+        the new one, never a part, and once this returns the entry survives
+        a power cut. An entry with the same key is replaced. ``src`` must be
+        a regular file; nothing waits on a FIFO.
+
+        With ``move=True`` the call either stores the entry and returns, or
+        raises and stores nothing, leaving ``src`` in place.
+
+        Raises:
+            InvalidKey: ``key`` is invalid, or a folder on its way is an
+                entry, or it names a folder of other entries.
+            InvalidArtifact: a ``.whl``, ``.tar.gz`` or ``.zip`` name does
+                not parse as a wheel or sdist of the package; ``src`` is not a
+                regular file.
+            SourceNotFound: ``src`` does not exist.
+            SourcePermissionError: ``src`` cannot be read, or with
+                ``move=True`` its folder cannot be written.
+            StoreWriteError: the file system failed (disk full, I/O error);
+                nothing visible changed.
+            CachePermissionError: the cache is read-only.
+            UnsafePathError: a symbolic link is planted on the entry's way.
+            NotLockedError: this transaction does not hold the package.
+        """
+        name = self._target(package, os.fspath(src) if key is None else key)
+        return self.cache._store().add(name, src, key, move=move, verify=self._verify)
+
+    def add_tree(
+        self, key: str, *, package: str | None = None
+    ) -> contextlib.AbstractContextManager[Path]:
+        """Build a folder entry: ``with txn.add_tree(key) as staging:``.
+
+        ``staging`` is an empty folder under ``<root>/tmp/``. When the block
+        ends without an exception, pkgcache adds its marker file
+        (``.pkgcache-tree``: size and creation time), syncs every file and
+        folder of the tree (unless the cache is not ``durable``), and renames
+        the folder to ``<root>/packages/<name>/<key>`` in one step, replacing
+        any entry with that key; on an exception the folder is deleted. The
+        key is checked at once, before the block.
+
+        Raises the errors of :meth:`add` that apply.
+        """
+        name = self._target(package)
+        return self.cache._store().add_tree(name, key, verify=self._verify)
+
+    def remove(self, key: str, *, package: str | None = None) -> bool:
+        """Remove entry ``key``; return ``False`` if there was none.
+
+        A damaged entry is removed like any other.
+
+        Raises:
+            InvalidKey: ``key`` is not a valid key.
+            UnsafePathError: the entry is a symbolic link (left in place).
+            NotLockedError: this transaction does not hold the package.
+        """
+        name = self._target(package, key)
+        return self.cache._store().remove(name, key, verify=self._verify)
+
+    def clear(self, *, package: str | None = None) -> int:
+        """Remove every entry of the packages held (or of ``package``).
+
+        Inside ``exclusive()`` without a ``package``, empties the store.
+        Also deletes staging leftovers of those packages. Returns the number
+        of entries removed.
+        """
+        store = self.cache._store()
+        if package is not None:
+            names = [self._writable(package)]
+        elif self.whole_cache:
+            names = store.package_names()
+        else:
+            names = [self._writable(name) for name in self.packages]
+        return sum(store.clear(name, verify=self._verify)[0] for name in names)
+
+
+class Cache:
     """A package cache shared by threads and processes.
 
-    ``Cache(root)`` does no I/O. The root, ``<root>/.lock``, ``<root>/locks/``
-    and ``<root>/CACHEDIR.TAG`` are created on first use; a cache that
-    exists but cannot be written can still be read.
+    ``Cache(root)`` creates nothing. The root, ``<root>/.lock``,
+    ``<root>/locks/`` and ``<root>/CACHEDIR.TAG`` are created on first use; a
+    cache that exists but cannot be written can still be read.
 
-    Every :class:`Cache` object on the same root (after resolving links) in
-    one process shares one set of locks, so two objects behave like one.
+    The root may be missing, empty, or a pkgcache cache already. Any other
+    existing folder is refused at once, before anything is written: a home
+    folder or a project would get a ``CACHEDIR.TAG`` (backup tools skip
+    tagged folders), and ``uv cache prune`` would delete a ``locks/`` folder
+    put into a uv cache (use :class:`pkgcache.uv.UvCache` for one). The
+    ``pkgcache`` command applies the same rule.
+
+    Every :class:`Cache` object on the same root folder in one process
+    (whatever path names it: links and bind mounts are followed to the
+    folder itself) shares one set of locks, so two objects behave like one.
     Objects are safe to share between threads and survive ``fork()`` (the
-    child holds none of the parent's locks).
+    child holds none of the parent's locks). The descriptors of a root are
+    closed once no :class:`Cache` object on it is left.
 
     Args:
-        root: the cache folder.
+        root: the cache folder; ``~`` is expanded.
         timeout: default seconds to wait for a lock; ``None`` waits forever,
             ``0`` never waits.
+        durable: sync every entry to disk before ``add()`` or ``add_tree()``
+            returns (see :doc:`store`). ``False`` is faster, for throw-away
+            caches and tests: a power cut (not a crash) may then lose or
+            truncate entries published in the last seconds or so.
+        adopt: take an existing folder that holds other files as the cache
+            root all the same (it gets the cache files above).
+        locks: ``None`` (the default) for locks on lock files (flock), which
+            exclude the processes of one machine; or a lock server's URL,
+            ``"postgresql://user@host/database"``, to hold every lock of
+            the cache on PostgreSQL and share the cache folder between hosts
+            (see :doc:`postgres`; needs ``pkgcache[postgres]``). Every
+            process and host that uses the cache must pass the same server.
+
+    Raises:
+        NotACacheError: ``root`` is a uv cache or a folder of other files,
+            and ``adopt`` is false.
+        InvalidLockServer: ``locks`` is not a ``postgresql://`` URL, or the
+            PostgreSQL driver is not installed.
+
+    Attributes:
+        timeout: the default timeout.
+        durable: whether publishing syncs to disk.
     """
 
     # False for a root another tool owns (see _attach).
     _tag_root = True
 
     def __init__(
-        self, root: str | os.PathLike[str], *, timeout: float | None = None
+        self,
+        root: str | os.PathLike[str],
+        *,
+        timeout: float | None = None,
+        durable: bool = True,
+        adopt: bool = False,
+        locks: str | None = None,
     ) -> None:
-        self._root = Path(os.path.abspath(os.fspath(root)))
+        self._server = None if locks is None else check_lock_server(locks)
+        self._root = _layout.cache_root(root, adopt=adopt)
         self._real_root = os.path.realpath(self._root)
         self.timeout = _resolve_timeout(timeout, None)
+        self.durable = bool(durable)
         self._locks_path = os.path.join(self._real_root, LOCKS_DIR)
-        self._space: _Space | None = None
+        self._space: LockSpace | None = None
+        self._artifacts: Store | None = None
+        self._artifacts_fd = -1
 
     @classmethod
     def _attach(
@@ -539,6 +663,7 @@ class Cache(CacheStoreMethods):
         locks_path: str | os.PathLike[str],
         *,
         timeout: float | None = None,
+        locks: str | None = None,
     ) -> Cache:
         """A cache on a folder another tool owns, for integrations (private).
 
@@ -549,27 +674,125 @@ class Cache(CacheStoreMethods):
         Every process that works on ``root`` must pass the same
         ``locks_path``, or their package locks do not meet.
         """
-        cache = cls(root, timeout=timeout)
+        cache = cls(root, timeout=timeout, adopt=True, locks=locks)
         cache._locks_path = os.path.realpath(os.fspath(locks_path))
         cache._tag_root = False
         return cache
 
     @property
     def root(self) -> Path:
-        """The cache folder, as given (made absolute)."""
+        """The cache folder, as given (``~`` expanded, made absolute)."""
         return self._root
 
     def __repr__(self) -> str:
-        return f"Cache({str(self._root)!r}, timeout={self.timeout!r})"
+        durable = "" if self.durable else ", durable=False"
+        locks = ""
+        if self._server is not None:
+            from ._postgres import redacted  # noqa: PLC0415 - imported already
 
-    def _open_space(self) -> _Space:
-        self._space = _space_for(self._real_root, self._locks_path, self._tag_root)
+            locks = f", locks={redacted(self._server)!r}"
+        return f"Cache({str(self._root)!r}, timeout={self.timeout!r}{durable}{locks})"
+
+    def _open_space(self) -> LockSpace:
+        self._space = lock_space(
+            self._real_root,
+            self._locks_path,
+            tag_root=self._tag_root,
+            server=self._server,
+        )
         return self._space
+
+    def _lock_space(self) -> LockSpace:
+        space = self._space
+        if (
+            space is None
+            or space.generation != _process.generation
+            or space.root_folder.gone
+        ):
+            space = self._open_space()
+        return space
+
+    def _store(self) -> Store:
+        """The artifact store of the root the locks are taken in."""
+        if not self._tag_root:
+            raise CacheError(
+                f"{self.root} belongs to another tool (an attached cache): it "
+                "has locks but no artifact store"
+            )
+        space = self._lock_space()
+        fd = space.root_folder.fd
+        if fd is None:
+            raise CacheError("the artifact store needs folder descriptors")
+        store = self._artifacts
+        # A new store when the root folder was opened anew (after a fork,
+        # or the root was replaced): the old descriptor is closed.
+        if store is None or self._artifacts_fd != fd:
+            store = self._artifacts = Store(space.root, fd, durable=self.durable)
+            self._artifacts_fd = fd
+        return store
+
+    # -- the store's maintenance (see pkgcache._maintenance) -----------------------
+
+    def clean(
+        self, *packages: str, timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT
+    ) -> CleanReport:
+        """Remove every entry of ``packages``, or of the whole store.
+
+        With packages, each is emptied in turn under its exclusive lock, so
+        work on other packages goes on. Without, the whole store is emptied
+        under the whole-cache exclusive lock. Lock files, ``CACHEDIR.TAG``
+        and the root stay. Staging leftovers of the packages are deleted.
+
+        Raises:
+            InvalidPackageName: a name is not a valid project name.
+            LockTimeout: a lock was not granted in time (packages cleaned
+                before it stay cleaned).
+            CachePermissionError: the cache is read-only.
+        """
+        return _maintenance.clean(self, self._store(), packages, timeout)
+
+    def prune(
+        self,
+        *,
+        max_bytes: int | None = None,
+        older_than: float | None = None,
+        timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT,
+    ) -> PruneReport:
+        """Remove least recently used entries; reap dead writers' leftovers.
+
+        Takes ``<root>/.lock`` shared (waiting up to ``timeout``), lists
+        every entry, then removes damaged entries (see :doc:`store`), those
+        last used more than ``older_than`` seconds ago, and more, least
+        recently used first, until the store holds at most ``max_bytes``.
+        Each package is taken exclusively only if that needs no waiting: a
+        package another thread or process holds (or this thread holds
+        shared) is skipped (reported in ``skipped``), never waited for. An
+        entry used after the listing is kept. Staging leftovers in
+        ``<root>/tmp/`` whose package lock is free are deleted: their
+        writer is gone.
+
+        Raises:
+            ValueError: a negative or non-numeric limit.
+            LockTimeout: the whole-cache lock was not granted in time.
+        """
+        return _maintenance.prune(self, self._store(), max_bytes, older_than, timeout)
+
+    def info(
+        self, *, timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT
+    ) -> CacheInfo:
+        """Count packages, entries, bytes and staging, under ``<root>/.lock`` shared.
+
+        Package locks are not taken: a package being written meanwhile is
+        counted before or after the change. ``staging_entries`` and
+        ``staging_bytes`` count ``<root>/tmp/``: writes under way and the
+        leftovers of writers that died, which :meth:`prune` reaps.
+        """
+        return _maintenance.info(self, self._store(), timeout)
 
     # -- the lock API ----------------------------------------------------------
 
     def reading(
-        self, *packages: str, timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT
+        self, *packages: str, timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT
     ) -> CacheView:
         """Hold shared locks: the whole cache, and each package named.
 
@@ -582,8 +805,8 @@ class Cache(CacheStoreMethods):
 
         Args:
             packages: project names (any spelling; canonicalized).
-            timeout: seconds to wait in all; ``None`` waits forever; by
-                default the cache's timeout.
+            timeout: seconds to wait in all; ``None`` waits forever; ``0``
+                never waits; by default the cache's timeout.
 
         Raises:
             InvalidPackageName: a name is not a valid project name (nothing
@@ -602,7 +825,10 @@ class Cache(CacheStoreMethods):
         )
 
     def exclusive(
-        self, *packages: str, timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT
+        self,
+        *packages: str,
+        reading: Iterable[str] = (),
+        timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT,
     ) -> CacheTransaction:
         """Hold exclusive locks: each package named, or the whole cache.
 
@@ -611,164 +837,77 @@ class Cache(CacheStoreMethods):
         until no other thread or process holds ``a`` or ``b`` in any mode (or
         the whole cache exclusively), and work on other packages goes on.
 
+        ``with cache.exclusive("a", reading=["b", "c"]) as txn:`` also holds
+        ``b`` and ``c`` shared: the pattern of a builder that writes its
+        package while it reads its build dependencies. All the locks are
+        taken in the one global order, so two such calls never deadlock,
+        however their sets cross; a name in both is held exclusively. The
+        transaction reads every package it holds and writes only ``a``.
+
         ``with cache.exclusive() as txn:`` takes ``<root>/.lock`` exclusive:
         it waits for every other holder of any lock of this cache (and for
         uv commands on the same folder), and blocks them all until it ends.
 
         Args:
             packages: project names (any spelling; canonicalized).
-            timeout: seconds to wait in all; ``None`` waits forever; by
-                default the cache's timeout.
+            reading: more project names, held shared.
+            timeout: seconds to wait in all; ``None`` waits forever; ``0``
+                never waits; by default the cache's timeout.
 
         Raises:
             InvalidPackageName: a name is not a valid project name.
+            ValueError: ``reading`` was given without ``packages`` (inside
+                ``exclusive()`` every package is held already).
             LockTimeout: the locks were not all granted in time; none is held.
             LockUpgradeError: this thread holds one of these locks shared.
             LockOrderError: see :meth:`reading`.
             CachePermissionError: the cache is read-only for this process.
         """
+        names = _canonical_sorted(packages) if packages else ()
+        shared: tuple[NormalizedName, ...] = ()
+        if reading:
+            if isinstance(reading, str):
+                raise TypeError(
+                    "reading= takes a list of package names, not a single string"
+                )
+            if not names:
+                raise ValueError(
+                    "reading= needs at least one package held exclusively; "
+                    "exclusive() alone already covers every package"
+                )
+            shared = tuple(
+                name for name in _canonical_sorted(tuple(reading)) if name not in names
+            )
         return CacheTransaction(
             self,
-            _canonical_sorted(packages) if packages else (),
+            names,
             True,
             self.timeout
             if timeout is DEFAULT_TIMEOUT
             else _resolve_timeout(timeout, self.timeout),
+            shared,
         )
 
-    def _acquire_nested(
-        self, request: LockRequest, thread: int, held: list[ProcessLock]
-    ) -> list[ProcessLock]:
-        """Take the locks for a thread that already holds some (``held``).
-
-        Re-entry, the whole-cache lock covering packages, and the lock order
-        (see the module docstring) are decided here.
-        """
-        names = request.packages
-        exclusive = request._exclusive
-        timeout = request._timeout
-        debug = request._debug
-        space = self._space or self._open_space()
-        root = space.root_lock
-        start = time.monotonic()
-        deadline = None if timeout is None else start + timeout
-        if root.mode_of(thread) == EXCLUSIVE:
-            # exclusive() already covers every package of this cache.
-            plan = [(root, exclusive)]
-        else:
-            plan = [(root, exclusive and not names)]
-            plan += [(space.package_lock(name), exclusive) for name in names]
-        # Depths before this call: undoing down to them is right wherever an
-        # exception lands (an interrupt between a lock's bookkeeping and the
-        # next step, or a logging handler raising after everything was taken).
-        before = [lock.depth(thread) for lock, _ in plan]
-        mark = len(held)
-        taken: list[ProcessLock] = []
-        try:
-            for (lock, lock_exclusive), depth in zip(plan, before, strict=True):
-                out_of_order = (
-                    depth == 0
-                    and bool(held)
-                    and any(other.key > lock.key for other in held)
-                )
-                try:
-                    lock.acquire(
-                        lock_exclusive, -1.0 if out_of_order else deadline, thread
-                    )
-                except Expired:
-                    self._undo(plan, before, held, mark, thread)
-                    if out_of_order:
-                        raise LockOrderError(
-                            f"{lock.what} is busy, and this thread already holds "
-                            "a lock later in the lock order "
-                            f"({_describe_later(held, lock)}); waiting could "
-                            "deadlock. Take all the locks in one call, or "
-                            "release the later ones first"
-                        ) from None
-                    raise self._timed_out(lock, lock_exclusive, start) from None
-                taken.append(lock)
-            held += taken
-            if debug:
-                _log_acquired(exclusive, taken, start)
-        except (LockOrderError, LockTimeout):
-            raise
-        except BaseException:
-            self._undo(plan, before, held, mark, thread)
-            raise
-        return taken
-
-    def _acquire_first(
-        self, request: LockRequest, thread: int, held: list[ProcessLock]
-    ) -> tuple[ProcessLock, ...]:
-        """Take the locks for a thread that holds no lock of any cache.
-
-        The common, un-nested call: every depth before it is 0, nothing can
-        be out of the lock order, and the plan is the root lock then the
-        packages in sorted order. Undoing releases every hold of this
-        thread on the locks of the plan, which is exactly what this call
-        added, wherever an exception lands.
-        """
-        names = request.packages
-        exclusive = request._exclusive
-        timeout = request._timeout
-        debug = request._debug
-        space = self._space or self._open_space()
-        locks = space.plans.get(names) or space.plan(names)
-        root = locks[0]
-        root_exclusive = exclusive and not names
-        if timeout is None:
-            start = time.monotonic() if debug else 0.0
-            deadline = None
-        else:
-            start = time.monotonic()
-            deadline = start + timeout
-        lock = root
-        try:
-            for lock in locks:
-                lock.acquire(
-                    root_exclusive if lock is root else exclusive, deadline, thread
-                )
-            held += locks
-            if debug:
-                _log_acquired(exclusive, locks, start)
-        except BaseException as exc:
-            del held[:]
-            for each in reversed(locks):
-                while each.depth(thread):
-                    each.release(thread)
-            if type(exc) is Expired:
-                # Only a deadline expires, so ``start`` was taken; ``lock``
-                # is the one that was busy.
-                lock_exclusive = root_exclusive if lock is root else exclusive
-                raise self._timed_out(lock, lock_exclusive, start) from None
-            raise
-        return locks
-
-    def _timed_out(
-        self, lock: ProcessLock, exclusive: bool, start: float
-    ) -> LockTimeout:
-        """The error for a deadline that passed waiting for ``lock``."""
+    def _busy_error(
+        self, busy: _lockset.Busy, state: _process.ThreadState, start: float
+    ) -> LockTimeout | LockOrderError:
+        """The error for a lock that could not be had."""
+        lock = busy.lock
+        if busy.out_of_order:
+            return LockOrderError(
+                f"{lock.what} is busy, and this thread already holds a lock "
+                f"later in the lock order ({_lockset.describe_later(state, lock)}); "
+                "waiting could deadlock. Take all the locks in one call "
+                '(cache.exclusive("pkg", reading=[...]) holds some packages '
+                "exclusively and others shared), or release the later ones first"
+            )
         return LockTimeout(
-            root=str(self._root),
+            root=self._real_root,
             package=lock.package,
-            mode=MODE_NAMES[EXCLUSIVE if exclusive else SHARED],
-            waited=time.monotonic() - start,
-            holders=holders_of([lock]),
+            mode="exclusive" if busy.exclusive else "shared",
+            waited=_monotonic() - start,
+            holders=lock.holders(),
         )
-
-    @staticmethod
-    def _undo(
-        plan: list[tuple[ProcessLock, bool]],
-        before: list[int],
-        held: list[ProcessLock],
-        mark: int,
-        thread: int,
-    ) -> None:
-        """Release exactly what this call added, in reverse order."""
-        del held[mark:]
-        for (lock, _), depth in zip(reversed(plan), reversed(before), strict=True):
-            while lock.depth(thread) > depth:
-                lock.release(thread)
 
     def holders(self, *packages: str) -> list[Holder]:
         """Who holds or waits for locks of this cache, right now.
@@ -776,32 +915,67 @@ class Cache(CacheStoreMethods):
         With package names, reports those packages' locks; without, the
         whole-cache lock and every package lock file in the cache. Holders in
         other processes are found on Linux (``/proc/locks``); elsewhere only
-        this process's threads are reported.
+        this process's threads are reported. On a lock server (``locks=``)
+        holders on every host are reported, with their host; there are no
+        lock files to list, so without names the packages reported are
+        those of the store and those this process has locked.
 
         Raises:
             InvalidPackageName: a name is not a valid project name (nothing
                 touches the disk).
         """
         names = _canonical_sorted(packages) if packages else ()
-        space = self._space or self._open_space()
+        space = self._lock_space()
         if names:
             locks = [space.package_lock(name) for name in names]
         else:
+            known = set(space.known_packages())
+            if space.server is not None and self._tag_root:
+                known.update(self._store().package_names())
             locks = [space.root_lock]
-            locks.extend(space.package_lock(name) for name in space.known_packages())
-        return holders_of(locks)
+            locks.extend(space.package_lock(name) for name in sorted(known))
+        return [holder for lock in locks for holder in lock.holders()]
 
-    def _held_in_process(self) -> list[tuple[ProcessLock, list[tuple[int, str]]]]:
-        """Locks of this root held by threads of this process, and by whom.
+    def statistics(self, package: str | None = None) -> LockStatistics:
+        """What this process knows of a lock right now (no I/O).
 
-        Covers locks taken through any :class:`Cache` object on this root.
-        Opens nothing; for checks such as the pytest plugin's teardown.
+        The whole-cache lock by default, else ``package``'s. See
+        :class:`LockStatistics`; :meth:`holders` covers other processes.
+
+        Raises:
+            InvalidPackageName: ``package`` is not a valid project name.
         """
-        space = _spaces.get(self._locks_path)
-        if space is None:
+        name = None if package is None else _canonical(package)
+        space = self._lock_space()
+        lock = space.root_lock if name is None else space.package_lock(name)
+        return lock.statistics(_process.thread_state())
+
+    def locks_in_use(self) -> list[LockStatistics]:
+        """Every lock of this cache a thread of this process holds or waits for.
+
+        What the pytest plugin checks at teardown. Opens nothing.
+        """
+        space = self._space
+        if space is None or space.generation != _process.generation:
             return []
-        held = [(lock, lock.holding_threads()) for lock in space.locks()]
-        return [(lock, threads) for lock, threads in held if threads]
+        state = _process.thread_state()
+        found = []
+        for lock in space.locks():
+            stats = lock.statistics(state)
+            if stats.readers or stats.writer or stats.writers_waiting:
+                found.append(stats)
+        return found
+
+    def close(self) -> None:
+        """Close this process's idle descriptors of this cache now.
+
+        Locks held stay open. The cache stays usable: files are opened again
+        on the next call. Descriptors are also closed on their own once no
+        :class:`Cache` object on the folder is left.
+        """
+        space = self._space
+        if space is not None and space.generation == _process.generation:
+            space.close_idle()
 
     def lock_path(self, package: str | None = None) -> Path:
         """The lock file of ``package``, or of the whole cache for ``None``."""
@@ -810,17 +984,27 @@ class Cache(CacheStoreMethods):
         return Path(self._locks_path, f"{_canonical(package)}.lock")
 
 
-def _log_acquired(exclusive: bool, locks: Sequence[ProcessLock], start: float) -> None:
-    logger.debug(
-        "acquired %s %s after %.6f s",
-        "exclusive" if exclusive else "shared",
-        ", ".join(lock.what for lock in locks),
-        time.monotonic() - start,
+def _lost(plan: Plan) -> LockLost | None:
+    """The error of the first lock of ``plan`` that was lost, if any."""
+    for lock, _ in plan:
+        try:
+            lock.engine.check()
+        except LockLost as exc:
+            return exc
+    return None
+
+
+def _describe_plan(plan: Plan) -> str:
+    return ", ".join(
+        f"{lock.what} {'exclusive' if exclusive else 'shared'}"
+        for lock, exclusive in plan
     )
 
 
-def _describe_later(held: Iterable[ProcessLock], lock: ProcessLock) -> str:
-    return ", ".join(sorted({other.what for other in held if other.key > lock.key}))
-
-
-_ = NONE  # re-exported constant used by tests
+def _log_acquired(space: LockSpace, plan: Plan, start: float) -> None:
+    logger.debug(
+        "acquired %s in %s after %.6f s",
+        _describe_plan(plan),
+        space.root,
+        _monotonic() - start,
+    )

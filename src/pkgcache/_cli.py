@@ -1,15 +1,27 @@
 """The ``pkgcache`` command: look at, clean and lock a cache from a shell.
 
-``pkgcache [--cache-dir DIR] COMMAND``; the cache is ``--cache-dir``, else
-``$PKGCACHE_DIR``, else the platform's user cache folder (see
-:func:`default_cache_dir`).
+``pkgcache [OPTIONS] COMMAND [ARGS]``. The global options may come before or
+after the command, as with ``uv`` and ``pip``:
+
+``--cache-dir DIR``
+    The cache; else ``$PKGCACHE_DIR``, else the platform's user cache
+    folder (see :func:`default_cache_dir`). ``~`` is expanded.
+``--uv``
+    Work on a uv cache, with the layout of :class:`pkgcache.uv.UvCache`
+    (package locks beside it, never inside): ``--cache-dir``, else
+    ``$UV_CACHE_DIR``, else the folder ``uv cache dir`` names.
+``-q`` / ``-v``
+    Say less (errors only) / more (every lock taken and released).
+
+Commands that lock take ``--timeout`` (default ``$PKGCACHE_TIMEOUT``, else
+wait as long as it takes); while one waits, it says who is in the way, at a
+growing interval, and when it gets the lock.
 
 Exit codes:
 
 ===  ==========================================================
 0    success (``run``: the command's own exit code instead)
-1    a failure: an unusable cache, a missing cache for a read command,
-     an error from the file system
+1    a failure: an unusable cache, an error from the file system
 2    bad usage: an unknown option, a bad size or duration, an invalid
      package name
 3    a lock was not granted within ``--timeout``
@@ -19,18 +31,19 @@ Exit codes:
      interrupted by signal N while waiting for locks (130 for Ctrl-C)
 ===  ==========================================================
 
-Errors are one line on stderr, never a traceback. Read-only commands
-(``dir``, ``info``, ``list``, ``locks``) take ``--json``. ``info``, ``list``
-and ``locks`` never create a cache that does not exist.
+Errors are one line on stderr, never a traceback. ``dir``, ``info``,
+``list``, ``locks``, ``clean``, ``prune`` and ``remove`` take ``--json``.
+Read-only commands on a cache that does not exist report an empty cache
+and create nothing; no command fills a folder that is not a cache (the rule
+of :class:`pkgcache.Cache`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
-import math
+import logging
 import os
 import re
 import signal
@@ -38,19 +51,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TextIO, TypeVar
+from typing import Any, NoReturn, TextIO
 
 import attrs
+from packaging.requirements import InvalidRequirement, Requirement
 
+from . import _layout, _waits
 from ._cache import Cache
 from ._errors import CacheError, InvalidPackageName, LockTimeout
-from ._holders import Holder
 from ._names import canonical_name
-from ._records import Entry
+from ._records import CacheInfo, Entry
+from .uv import UvCache
 
 __all__ = [
     "EXIT_FAILURE",
@@ -72,9 +87,13 @@ EXIT_NOT_FOUND = 127
 EXIT_SIGNAL_BASE = 128
 
 ENV_CACHE_DIR = "PKGCACHE_DIR"
+ENV_TIMEOUT = "PKGCACHE_TIMEOUT"
+ENV_UV_CACHE_DIR = "UV_CACHE_DIR"
 PROG = "pkgcache"
 
-_T = TypeVar("_T")
+# A person waits for the answer: say at once (after a hand-over's worth of
+# time) why it does not come, instead of the library's one second.
+FIRST_WAIT_REPORT = 0.1
 
 # Signals ``run`` forwards to its command (those that exist on the platform).
 _FORWARDED = tuple(
@@ -86,10 +105,6 @@ _FORWARDED = tuple(
 
 class UsageError(Exception):
     """Bad command-line input (exit code 2)."""
-
-
-class Failure(Exception):
-    """A failure to report in one line (exit code 1)."""
 
 
 # -- the cache folder ---------------------------------------------------------
@@ -117,40 +132,24 @@ def default_cache_dir() -> Path:
     return Path(os.path.expanduser("~"), ".cache", "pkgcache")
 
 
-def _cache_dir(option: str | None) -> Path:
-    if option:
-        return Path(os.path.abspath(os.path.expanduser(option)))
+def _cache_dir(args: argparse.Namespace) -> Path:
+    if args.cache_dir:
+        return _layout.expand(args.cache_dir)
+    if args.uv:
+        env = os.environ.get(ENV_UV_CACHE_DIR)
+        # Without either, uv itself says where its cache is.
+        return _layout.expand(env) if env else UvCache().path
     env = os.environ.get(ENV_CACHE_DIR)
-    if env:
-        return Path(os.path.abspath(os.path.expanduser(env)))
-    return default_cache_dir()
+    return _layout.expand(env) if env else default_cache_dir()
 
 
-def _existing_cache(root: Path) -> Cache:
-    """A :class:`Cache` on ``root``, which must already exist (never created)."""
-    if not root.exists():
-        raise Failure(f"no cache at {root} (nothing has been cached there yet)")
-    return _usable_cache(root)
+def _cache(args: argparse.Namespace, root: Path) -> Cache:
+    """The cache at ``root``: pkgcache's own, or a uv cache's locks (``--uv``).
 
-
-def _usable_cache(root: Path) -> Cache:
-    """A :class:`Cache` on ``root``, refusing a folder that is not a cache.
-
-    Opening a cache creates ``.lock``, ``locks/`` and ``CACHEDIR.TAG`` (which
-    makes backup tools skip the folder): a mistyped ``--cache-dir ~`` must not
-    do that to a home folder. A folder qualifies when it is missing or empty,
-    or already has ``locks/`` (pkgcache) or ``.lock`` (uv's protocol).
+    Raises :class:`~pkgcache.NotACacheError` for a folder that is not a
+    cache (the rule of :class:`Cache`, whose message says what to do).
     """
-    if root.exists():
-        if not root.is_dir():
-            raise Failure(f"{root} is not a directory")
-        markers = (root / "locks").is_dir() or (root / ".lock").is_file()
-        if not markers and any(root.iterdir()):
-            raise Failure(
-                f"{root} is not a pkgcache cache (no locks/ or .lock in it); "
-                "refusing to add cache files to it"
-            )
-    return Cache(root)
+    return UvCache(root).cache if args.uv else Cache(root)
 
 
 # -- sizes, durations, names -------------------------------------------------------
@@ -217,10 +216,13 @@ def _argtype(parse: Callable[[str], Any], name: str) -> Callable[[str], Any]:
 
 
 def _timeout(text: str) -> float:
-    value = float(text)
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"invalid timeout {text!r} (seconds, a number >= 0)")
-    return value
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise ValueError(
+            f"invalid timeout {text!r} (seconds, or a number with a unit: "
+            "30, 30s, 5m, 1h)"
+        ) from None
 
 
 def _package(text: str) -> str:
@@ -228,6 +230,21 @@ def _package(text: str) -> str:
         return canonical_name(text)
     except InvalidPackageName as exc:
         raise ValueError(str(exc)) from None
+
+
+def _requirement(text: str) -> Requirement:
+    try:
+        requirement = Requirement(text)
+    except InvalidRequirement as exc:
+        # packaging's message draws a caret under the text on more lines.
+        reason = str(exc).splitlines()[0]
+        raise ValueError(f"invalid requirement {text!r}: {reason}") from None
+    if requirement.url or requirement.extras or requirement.marker:
+        raise ValueError(
+            f"invalid requirement {text!r}: give a name and a version "
+            "specifier only, e.g. 'setuptools-scm==8.2.0' or 'numpy<2'"
+        )
+    return requirement
 
 
 # -- the parser ---------------------------------------------------------------
@@ -240,59 +257,120 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+def _global_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    """Options every command takes, before or after its name.
+
+    The copy after the name has ``argparse.SUPPRESS`` defaults, so that one
+    given before the name is not reset by the command's parser.
+    """
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        default=default,
+        help=f"the cache folder (default: ${ENV_CACHE_DIR}, else "
+        f"{default_cache_dir()}; with --uv: ${ENV_UV_CACHE_DIR}, else uv's)",
+    )
+    parser.add_argument(
+        "--uv",
+        action="store_true",
+        default=argparse.SUPPRESS if default is argparse.SUPPRESS else False,
+        help="work on a uv cache, with package locks beside it (the layout "
+        "of pkgcache.uv.UvCache)",
+    )
+    count = default if default is argparse.SUPPRESS else 0
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        default=count,
+        help="print only errors and results",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=count,
+        help="also log every lock taken and released",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pkgcache`` argument parser."""
+    from . import __version__  # noqa: PLC0415 - the package imports its modules
+
+    anywhere = _Parser(add_help=False)
+    _global_options(anywhere, default=argparse.SUPPRESS)
     parser = _Parser(
         prog=PROG,
-        description="Look at, clean and lock a pkgcache cache.",
+        description="Look at, clean and lock a pkgcache cache (or, with --uv, "
+        "a uv cache).",
         epilog=(
             "Exit codes: 0 success, 1 failure, 2 bad usage, 3 lock timeout; "
             "'run' passes the command's exit code through (128+N for signal N)."
         ),
     )
-    parser.add_argument(
-        "--cache-dir",
-        metavar="DIR",
-        help=f"the cache folder (default: ${ENV_CACHE_DIR}, else "
-        f"{default_cache_dir()})",
-    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    _global_options(parser, default=None)
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=_Parser
     )
     commands.required = True
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help)
+    def command(
+        name: str, help: str, *, json: bool = True, locks: bool = True
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help, parents=[anywhere])
         sub.set_defaults(handler=_HANDLERS[name])
+        if json:
+            sub.add_argument(
+                "--json", action="store_true", help="print JSON for other tools"
+            )
+        if locks:
+            sub.add_argument(
+                "--timeout",
+                type=_argtype(_timeout, "timeout"),
+                default=None,
+                metavar="S",
+                help=f"seconds to wait for locks (default: ${ENV_TIMEOUT}, else "
+                "as long as it takes); exit code 3 when they are not granted "
+                "in time",
+            )
         return sub
 
-    def json_option(sub: argparse.ArgumentParser) -> None:
+    def packages(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
-            "--json", action="store_true", help="print JSON for other tools"
+            "packages", nargs="*", metavar="PKG", type=_argtype(_package, "package")
         )
 
-    def timeout_option(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--timeout",
-            type=_argtype(_timeout, "timeout"),
-            default=None,
-            metavar="S",
-            help="seconds to wait for locks (default: wait as long as it takes); "
-            "exit code 3 when they are not granted in time",
-        )
-
-    json_option(command("dir", "print the cache folder"))
-    json_option(command("info", "count packages, entries and bytes"))
+    command("dir", "print the cache folder", locks=False)
+    command("info", "count packages, entries, bytes and staging leftovers")
     sub = command("list", "list the entries of the cache, or of some packages")
+    packages(sub)
     sub.add_argument(
-        "packages", nargs="*", metavar="PKG", type=_argtype(_package, "package")
+        "--paths",
+        action="store_true",
+        help="print only the path of each entry (pip cache list --format=abspath)",
     )
-    json_option(sub)
     sub = command("clean", "remove the entries of some packages, or of the whole cache")
-    sub.add_argument(
-        "packages", nargs="*", metavar="PKG", type=_argtype(_package, "package")
+    packages(sub)
+    sub = command(
+        "remove",
+        "remove the entries of one version of a package, or entries by key",
     )
-    timeout_option(sub)
+    sub.add_argument(
+        "requirement",
+        metavar="PKG[SPEC]",
+        type=_argtype(_requirement, "requirement"),
+        help="a package and the versions to remove, e.g. 'setuptools-scm==8.2.0' "
+        "or 'numpy<2'; a bare name with --key",
+    )
+    sub.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="remove the entry with this key, as 'pkgcache list' shows it (repeatable)",
+    )
     sub = command(
         "prune",
         "remove least recently used entries until under the limits; skip "
@@ -310,10 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="AGE",
         help="remove entries unused for this long (s, m, h, d, w), e.g. 30d",
     )
-    json_option(command("locks", "show who holds or waits for which lock"))
+    command("locks", "show who holds or waits for which lock", locks=False)
     sub = command(
         "run",
         "hold locks while a command runs, and exit with its exit code",
+        json=False,
     )
     sub.add_argument(
         "--read",
@@ -336,7 +415,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="hold the whole cache exclusive (like 'uv cache clean')",
     )
-    timeout_option(sub)
     sub.add_argument(
         "cmd",
         nargs=argparse.REMAINDER,
@@ -344,6 +422,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="the command to run (after '--')",
     )
     return parser
+
+
+def _timeout_from_environment(args: argparse.Namespace) -> None:
+    if getattr(args, "timeout", 0) is not None:
+        return
+    text = os.environ.get(ENV_TIMEOUT, "").strip()
+    if text:
+        try:
+            args.timeout = _timeout(text)
+        except ValueError as exc:
+            raise UsageError(f"${ENV_TIMEOUT}: {exc}") from None
 
 
 # -- output -------------------------------------------------------------------
@@ -358,43 +447,46 @@ def _error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
-def _holders_line(holders: Sequence[Holder]) -> str:
-    return "; ".join(h.describe() for h in holders) or "no holder could be identified"
+def _note(args: argparse.Namespace, message: str) -> None:
+    """A line for the person at the terminal (stderr), unless ``-q``."""
+    if args.quiet <= args.verbose:
+        print(f"{PROG}: {message}", file=sys.stderr)
 
 
-# -- commands -----------------------------------------------------------------
+@contextlib.contextmanager
+def _logging(args: argparse.Namespace) -> Iterator[None]:
+    """Show the ``pkgcache`` logger on stderr: waits at INFO, all with ``-v``."""
+    verbosity = args.verbose - args.quiet
+    level = (
+        logging.DEBUG
+        if verbosity > 0
+        else logging.INFO
+        if verbosity == 0
+        else logging.WARNING
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    logger = _waits.logger
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        with _waits.reporting_after(FIRST_WAIT_REPORT):
+            yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
 
 
-def _cmd_dir(args: argparse.Namespace, root: Path) -> int:
-    if args.json:
-        _print_json({"cache_dir": str(root), "exists": root.is_dir()}, sys.stdout)
-    else:
-        print(root)
-    return EXIT_OK
+def _count(number: int, noun: str) -> str:
+    """``1 entry``, ``2 entries``, ``0 staging leftovers``."""
+    if number == 1:
+        return f"1 {noun}"
+    return f"{number} {noun[:-1] + 'ies' if noun.endswith('y') else noun + 's'}"
 
 
-def _cmd_info(args: argparse.Namespace, root: Path) -> int:
-    info = _existing_cache(root).info()
-    if args.json:
-        _print_json(
-            {
-                "root": str(info.root),
-                "packages": info.packages,
-                "entries": info.entries,
-                "bytes": info.bytes,
-                "per_package": {
-                    name: {"entries": entries, "bytes": size}
-                    for name, (entries, size) in sorted(info.per_package.items())
-                },
-            },
-            sys.stdout,
-        )
-        return EXIT_OK
-    print(f"cache:    {info.root}")
-    print(f"packages: {info.packages}")
-    print(f"entries:  {info.entries}")
-    print(f"size:     {format_size(info.bytes)} ({info.bytes} bytes)")
-    return EXIT_OK
+def _what(packages: Sequence[str]) -> str:
+    return ", ".join(packages) if packages else "the whole cache"
 
 
 def _entry_json(entry: Entry) -> dict[str, Any]:
@@ -405,79 +497,248 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
     return data
 
 
+def _print_removed(entries: Iterable[Entry]) -> None:
+    for entry in entries:
+        print(f"removed {entry.package} {entry.key} ({format_size(entry.size)})")
+
+
+# What to use instead of the commands that read pkgcache's own entries.
+_NOT_WITH_UV = {
+    "info": "uv cache size",
+    "list": "uv cache dir",
+    "remove": "pkgcache --uv clean PKG",
+}
+
+
+def _refuse_with_uv(args: argparse.Namespace) -> None:
+    """Refuse, before asking uv anything, what ``--uv`` cannot do."""
+    if not args.uv:
+        return
+    if args.command in _NOT_WITH_UV:
+        raise UsageError(
+            f"'{args.command}' reads pkgcache's own entries, which a uv cache "
+            f"does not have (try '{_NOT_WITH_UV[args.command]}')"
+        )
+    if args.command == "prune" and (
+        args.max_size is not None or args.older_than is not None
+    ):
+        raise UsageError(
+            "--max-size and --older-than prune pkgcache's own entries; "
+            "'pkgcache --uv prune' runs 'uv cache prune'"
+        )
+
+
+def _deadline(timeout: float | None) -> Callable[[], float | None]:
+    """The seconds left of ``timeout`` at each call (``None``: no limit)."""
+    if timeout is None:
+        return lambda: None
+    deadline = time.monotonic() + timeout
+    return lambda: max(0.0, deadline - time.monotonic())
+
+
+# -- commands -----------------------------------------------------------------
+
+
+def _cmd_dir(args: argparse.Namespace, root: Path) -> int:
+    if not args.json:
+        print(root)
+        return EXIT_OK
+    data: dict[str, Any] = {"cache_dir": str(root), "exists": root.is_dir()}
+    if args.uv:
+        data["locks_dir"] = str(UvCache(root).locks_dir)
+    _print_json(data, sys.stdout)
+    return EXIT_OK
+
+
+# CacheInfo fields shown as "staging:" (when this version of CacheInfo has them).
+_STAGING_FIELDS = ("staging_entries", "staging_bytes")
+
+
+def _cmd_info(args: argparse.Namespace, root: Path) -> int:
+    exists = root.exists()
+    # A cache that does not exist yet counts zero of everything CacheInfo
+    # counts (whatever fields this version of it has).
+    data: dict[str, Any] = {field.name: 0 for field in attrs.fields(CacheInfo)}
+    if exists:
+        data.update(attrs.asdict(_cache(args, root).info(timeout=args.timeout)))
+    data["root"] = str(root)
+    data["exists"] = exists
+    data["per_package"] = {
+        name: {"entries": entries, "bytes": size}
+        for name, (entries, size) in sorted((data["per_package"] or {}).items())
+    }
+    if args.json:
+        _print_json(data, sys.stdout)
+        return EXIT_OK
+    print(f"cache:    {root}{'' if exists else ' (does not exist yet)'}")
+    print(f"packages: {data['packages']}")
+    print(f"entries:  {data['entries']}")
+    print(f"size:     {format_size(data['bytes'])} ({data['bytes']} bytes)")
+    if all(field in data for field in _STAGING_FIELDS):
+        count, size = (data[field] for field in _STAGING_FIELDS)
+        print(
+            f"staging:  {_count(count, 'leftover')}, {format_size(size)} "
+            f"({size} bytes)"
+            + ("; 'pkgcache prune' reaps those of dead writers" if count else "")
+        )
+    return EXIT_OK
+
+
 def _cmd_list(args: argparse.Namespace, root: Path) -> int:
-    cache = _existing_cache(root)
     packages = tuple(args.packages)
-    names = packages or tuple(sorted(cache.info().per_package))
     entries: list[Entry] = []
-    # One package at a time: a listing never holds every package at once.
-    for name in names:
-        with cache.reading(name) as view:
-            entries.extend(view.entries(name))
+    if root.exists():
+        cache = _cache(args, root)
+        remaining = _deadline(args.timeout)
+        names = packages or tuple(sorted(cache.info(timeout=remaining()).per_package))
+        # One package at a time: a listing never holds every package at once.
+        for name in names:
+            with cache.reading(name, timeout=remaining()) as view:
+                entries.extend(view.entries(name))
     if args.json:
         _print_json([_entry_json(entry) for entry in entries], sys.stdout)
         return EXIT_OK
     for entry in entries:
-        print(f"{entry.package:30} {format_size(entry.size):>10}  {entry.key}")
+        if args.paths:
+            print(entry.path)
+        else:
+            print(f"{entry.package:30} {format_size(entry.size):>10}  {entry.key}")
+    if not entries:
+        where = f" of {', '.join(packages)}" if packages else ""
+        _note(args, f"no entries{where} in {root}")
     return EXIT_OK
 
 
-def _patiently(
-    cache: Cache,
-    packages: Sequence[str],
-    attempt: Callable[[float | None], _T],
-    timeout: float | None,
-) -> _T:
-    """Call ``attempt(0)``; if a lock is busy, say once who holds it, then wait."""
-    if timeout == 0:
-        return attempt(0)
-    try:
-        return attempt(0)
-    except LockTimeout:
-        pass
-    what = ", ".join(packages) if packages else "the whole cache"
-    holders = [h for h in cache.holders(*packages) if not h.waiting]
-    print(
-        f"{PROG}: waiting for {what}: {_holders_line(holders)}",
-        file=sys.stderr,
-        flush=True,
-    )
-    return attempt(timeout)
-
-
 def _cmd_clean(args: argparse.Namespace, root: Path) -> int:
-    if not root.exists():
-        print(f"nothing to clean: no cache at {root}")
-        return EXIT_OK
-    cache = _usable_cache(root)
     packages = tuple(args.packages)
-    report = _patiently(
-        cache,
-        packages,
-        lambda timeout: cache.clean(*packages, timeout=timeout),
-        args.timeout,
-    )
-    what = ", ".join(packages) if packages else "the whole cache"
-    print(
-        f"cleaned {what}: removed {report.entries_removed} entries, "
-        f"freed {format_size(report.bytes_freed)}"
-    )
+    data: dict[str, Any] = {"packages": list(packages), "exists": root.exists()}
+    if not root.exists():
+        if args.json:
+            _print_json({**data, "entries_removed": 0, "bytes_freed": 0}, sys.stdout)
+        else:
+            print(f"nothing to clean: no cache at {root}")
+        return EXIT_OK
+    if args.uv:
+        uv_cache = UvCache(root)
+        if packages:
+            done = uv_cache.clean(*packages, timeout=args.timeout)
+        else:
+            done = uv_cache.clean_all(timeout=args.timeout)
+        said = "; ".join(line for line in done.stderr.splitlines() if line.strip())
+        if args.json:
+            _print_json({**data, "uv_output": done.stderr}, sys.stdout)
+        else:
+            print(f"cleaned {_what(packages)} with uv: {said or 'done'}")
+        return EXIT_OK
+    report = _cache(args, root).clean(*packages, timeout=args.timeout)
+    if args.json:
+        _print_json(
+            {
+                **data,
+                "packages": list(report.packages),
+                "entries_removed": report.entries_removed,
+                "bytes_freed": report.bytes_freed,
+            },
+            sys.stdout,
+        )
+    else:
+        print(
+            f"cleaned {_what(packages)}: removed "
+            f"{_count(report.entries_removed, 'entry')}, freed "
+            f"{format_size(report.bytes_freed)}"
+        )
+    return EXIT_OK
+
+
+def _cmd_remove(args: argparse.Namespace, root: Path) -> int:
+    requirement: Requirement = args.requirement
+    name = canonical_name(requirement.name)
+    keys = set(args.key)
+    specifier = requirement.specifier
+    if keys and specifier:
+        raise UsageError("give either a version specifier or --key, not both")
+    if not keys and not specifier:
+        raise UsageError(
+            f"name the versions to remove ('{name}==1.0') or the entries "
+            f"(--key KEY); 'pkgcache clean {name}' removes every entry"
+        )
+    removed: list[Entry] = []
+    if root.exists():
+        with _cache(args, root).exclusive(name, timeout=args.timeout) as txn:
+            for entry in txn.entries(name):
+                if keys:
+                    chosen = entry.key in keys
+                else:
+                    chosen = entry.version is not None and specifier.contains(
+                        entry.version, prereleases=True
+                    )
+                if chosen and txn.remove(entry.key):
+                    removed.append(entry)
+    freed = sum(entry.size for entry in removed)
+    if args.json:
+        _print_json(
+            {
+                "package": name,
+                "removed": [_entry_json(entry) for entry in removed],
+                "bytes_freed": freed,
+            },
+            sys.stdout,
+        )
+        return EXIT_OK
+    _print_removed(removed)
+    print(f"removed {_count(len(removed), 'entry')}, freed {format_size(freed)}")
+    missing = sorted(keys - {entry.key for entry in removed})
+    if missing:
+        _note(args, f"no entry {', '.join(map(repr, missing))} in package {name!r}")
+    elif not removed:
+        _note(args, f"no entry of {name!r} matches {specifier}")
     return EXIT_OK
 
 
 def _cmd_prune(args: argparse.Namespace, root: Path) -> int:
     if not root.exists():
-        print(f"nothing to prune: no cache at {root}")
+        if args.json:
+            _print_json(
+                {
+                    "exists": False,
+                    "removed": [],
+                    "bytes_freed": 0,
+                    "skipped": [],
+                    "reaped": 0,
+                },
+                sys.stdout,
+            )
+        else:
+            print(f"nothing to prune: no cache at {root}")
         return EXIT_OK
-    report = _usable_cache(root).prune(
-        max_bytes=args.max_size, older_than=args.older_than
+    if args.uv:
+        done = UvCache(root).prune(timeout=args.timeout)
+        said = "; ".join(line for line in done.stderr.splitlines() if line.strip())
+        if args.json:
+            _print_json({"exists": True, "uv_output": done.stderr}, sys.stdout)
+        else:
+            print(f"pruned with uv: {said or 'done'}")
+        return EXIT_OK
+    report = _cache(args, root).prune(
+        max_bytes=args.max_size, older_than=args.older_than, timeout=args.timeout
     )
-    for entry in report.removed:
-        print(f"removed {entry.package} {entry.key} ({format_size(entry.size)})")
+    if args.json:
+        _print_json(
+            {
+                "exists": True,
+                "removed": [_entry_json(entry) for entry in report.removed],
+                "bytes_freed": report.bytes_freed,
+                "skipped": list(report.skipped),
+                "reaped": report.reaped,
+            },
+            sys.stdout,
+        )
+        return EXIT_OK
+    _print_removed(report.removed)
     print(
-        f"removed {len(report.removed)} entries, freed "
-        f"{format_size(report.bytes_freed)}; reaped {report.reaped} staging "
-        "leftovers"
+        f"removed {_count(len(report.removed), 'entry')}, freed "
+        f"{format_size(report.bytes_freed)}; reaped "
+        f"{_count(report.reaped, 'staging leftover')}"
     )
     if report.skipped:
         print(f"skipped (in use): {', '.join(report.skipped)}")
@@ -485,7 +746,7 @@ def _cmd_prune(args: argparse.Namespace, root: Path) -> int:
 
 
 def _cmd_locks(args: argparse.Namespace, root: Path) -> int:
-    holders = _existing_cache(root).holders()
+    holders = _cache(args, root).holders() if root.exists() else []
     if args.json:
         _print_json([attrs.asdict(h) for h in holders], sys.stdout)
         return EXIT_OK
@@ -595,35 +856,23 @@ def _cmd_run(args: argparse.Namespace, root: Path) -> int:
         )
     exclusive = set(args.exclusive)
     modes = {name: name in exclusive for name in {*args.read, *exclusive}}
-    cache = _usable_cache(root)
-    deadline = None if args.timeout is None else time.monotonic() + args.timeout
-
-    def remaining() -> float | None:
-        return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-    held = ExitStack()
-
-    def take(name: str, timeout: float | None) -> None:
-        request = cache.exclusive if modes[name] else cache.reading
-        held.enter_context(request(name, timeout=timeout))
-
-    env = dict(os.environ)
-    env[ENV_CACHE_DIR] = str(root)
-    with _SignalForwarder() as forwarder, held:
+    if args.uv:
+        uv_cache = UvCache(root)
+        cache, env = uv_cache.cache, uv_cache.environ()
+    else:
+        cache, env = Cache(root), {**os.environ, ENV_CACHE_DIR: str(root)}
+    remaining = _deadline(args.timeout)
+    with _SignalForwarder() as forwarder, ExitStack() as held:
         try:
             if args.exclusive_all or not modes:
                 whole = cache.exclusive if args.exclusive_all else cache.reading
-                _patiently(
-                    cache,
-                    (),
-                    lambda t: held.enter_context(whole(timeout=t)),
-                    remaining(),
-                )
-            # Mixed modes: one package per call, in the global lock order
-            # (sorted canonical names), so each call only adds locks later in
-            # the order than those already held and cannot deadlock.
+                held.enter_context(whole(timeout=remaining()))
+            # One package per call, in the global lock order (sorted
+            # canonical names), so each call only adds locks later in the
+            # order than those already held and cannot deadlock.
             for name in sorted(modes):
-                _patiently(cache, (name,), functools.partial(take, name), remaining())
+                request = cache.exclusive if modes[name] else cache.reading
+                held.enter_context(request(name, timeout=remaining()))
         except _Interrupted as exc:
             return EXIT_SIGNAL_BASE + exc.signum
         return forwarder.start(command, env)
@@ -634,6 +883,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, Path], int]] = {
     "info": _cmd_info,
     "list": _cmd_list,
     "clean": _cmd_clean,
+    "remove": _cmd_remove,
     "prune": _cmd_prune,
     "locks": _cmd_locks,
     "run": _cmd_run,
@@ -646,16 +896,21 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, Path], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pkgcache`` on ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     try:
-        args = build_parser().parse_args(argv)
-        root = _cache_dir(args.cache_dir)
-        code: int = args.handler(args, root)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help and --version, after printing
+            return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        _timeout_from_environment(args)
+        _refuse_with_uv(args)
+        with _logging(args):
+            code: int = args.handler(args, _cache_dir(args))
     except UsageError as exc:
         _error(str(exc))
         return EXIT_USAGE
     except LockTimeout as exc:
         _error(str(exc))
         return EXIT_TIMEOUT
-    except (Failure, CacheError) as exc:
+    except CacheError as exc:
         _error(str(exc))
         return EXIT_FAILURE
     except OSError as exc:

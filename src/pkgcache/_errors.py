@@ -4,12 +4,18 @@ Every error derives from :class:`CacheError`. Where a caller would naturally
 catch a builtin exception, the pkgcache error also subclasses it:
 :class:`InvalidPackageName` is a :class:`ValueError` and :class:`LockTimeout`
 is a :class:`TimeoutError`.
+
+Every error pickles: a process pool sends a worker's exception back to the
+caller by pickling it, and the default pickling of an exception calls the
+class with ``args`` (its message alone), which failed with ``TypeError`` for
+the classes whose constructor takes fields. Those classes name their fields
+in ``_fields`` and are rebuilt from them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from packaging.requirements import InvalidRequirement as _PackagingInvalidRequirement
 
@@ -19,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CacheError",
     "CachePermissionError",
+    "EntryDamaged",
     "EntryNotFound",
     "InvalidArtifact",
     "InvalidKey",
@@ -30,15 +37,32 @@ __all__ = [
     "LockServerError",
     "LockTimeout",
     "LockUpgradeError",
+    "NotACacheError",
     "NotLockedError",
     "SourceNotFound",
+    "SourcePermissionError",
     "StoreWriteError",
     "UnsafePathError",
 ]
 
 
+def _rebuild(cls: type[CacheError], fields: dict[str, Any]) -> CacheError:
+    return cls(**fields)
+
+
 class CacheError(Exception):
     """Base class of every error pkgcache raises."""
+
+    # The constructor's keyword arguments, for errors built from fields
+    # rather than from a message (see the module docstring).
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        if not self._fields:
+            return super().__reduce__()
+        fields = {name: getattr(self, name) for name in self._fields}
+        # The instance dict also carries what was added later (notes).
+        return (_rebuild, (type(self), fields), self.__dict__)
 
 
 class InvalidPackageName(CacheError, ValueError):
@@ -48,6 +72,8 @@ class InvalidPackageName(CacheError, ValueError):
     a path.
     """
 
+    _fields = ("name", "reason")
+
     def __init__(self, name: object, reason: str) -> None:
         self.name = name
         self.reason = reason
@@ -56,6 +82,8 @@ class InvalidPackageName(CacheError, ValueError):
 
 class InvalidKey(CacheError, ValueError):
     """An entry key is not a safe relative path inside a package's folder."""
+
+    _fields = ("key", "reason")
 
     def __init__(self, key: object, reason: str) -> None:
         self.key = key
@@ -70,6 +98,8 @@ class UnsafePathError(CacheError):
     FIFO, or an entry that has become a symbolic link. pkgcache refuses to
     use it and leaves whatever it points to untouched.
     """
+
+    _fields = ("path", "reason")
 
     def __init__(self, path: object, reason: str) -> None:
         self.path = path
@@ -101,6 +131,8 @@ class LockTimeout(CacheError, TimeoutError):
         root: the cache root.
     """
 
+    _fields = ("root", "package", "mode", "waited", "holders")
+
     def __init__(
         self,
         *,
@@ -116,15 +148,33 @@ class LockTimeout(CacheError, TimeoutError):
         self.waited = waited
         self.holders = tuple(holders)
         what = "the whole cache" if package is None else f"package {package!r}"
-        message = (
+        who = "; ".join(h.describe() for h in self.holders)
+        super().__init__(
             f"timed out after {waited:.3f} s waiting for the {mode} lock on {what}"
-            f" in {root}"
+            f" in {root}: {who or 'no holder could be identified'}"
         )
-        if self.holders:
-            message += "; held by " + "; ".join(h.describe() for h in self.holders)
-        else:
-            message += "; no holder could be identified"
-        super().__init__(message)
+
+
+class NotACacheError(CacheError, ValueError):
+    """A folder that is not a pkgcache cache was given as one.
+
+    :class:`Cache` refuses an existing folder that holds other files (a home
+    folder, a project, a uv cache) rather than add ``.lock``, ``locks/`` and
+    ``CACHEDIR.TAG`` to it: the tag makes backup tools skip the whole
+    folder, and ``uv cache prune`` deletes a ``locks/`` folder it finds in
+    its cache. Nothing is created when this is raised.
+
+    Attributes:
+        path: the folder.
+        reason: what it holds instead, and what to do.
+    """
+
+    _fields = ("path", "reason")
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path} is not a pkgcache cache: {reason}")
 
 
 class InvalidLockServer(CacheError, ValueError):
@@ -198,8 +248,19 @@ class SourceNotFound(CacheError, FileNotFoundError):
     """The file given to :meth:`CacheTransaction.add` does not exist."""
 
 
+class SourcePermissionError(CacheError, PermissionError):
+    """The file given to :meth:`CacheTransaction.add` cannot be used as asked.
+
+    It cannot be read by this process, or, with ``move=True``, its folder
+    does not let this process remove it (a read-only mount, for example).
+    Nothing is stored when this is raised, and the source is left as it was.
+    """
+
+
 class EntryNotFound(CacheError, LookupError):
     """No entry of that package has that key."""
+
+    _fields = ("package", "key")
 
     def __init__(self, package: str, key: str) -> None:
         self.package = package
@@ -208,6 +269,33 @@ class EntryNotFound(CacheError, LookupError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+    def __reduce__(self) -> tuple[type[EntryNotFound], tuple[str, str]]:
+        # Process pools pickle errors: rebuild from the fields, not ``args``.
+        return type(self), (self.package, self.key)
+
+
+class EntryDamaged(EntryNotFound):
+    """The entry is there but fails its check, so it is not handed out.
+
+    A file whose size is not the size recorded when it was published, or a
+    tree whose marker file is unreadable: what a power cut leaves of an
+    entry published with ``durable=False``, or a file changed behind the
+    store's back. Also an :class:`EntryNotFound`, so code that rebuilds a
+    missing entry rebuilds a damaged one; :meth:`CacheTransaction.remove`,
+    :meth:`Cache.clean` and :meth:`Cache.prune` remove it.
+
+    Attributes:
+        reason: what does not match.
+    """
+
+    def __init__(self, package: str, key: str, reason: str) -> None:
+        super().__init__(package, key)
+        self.reason = reason
+        self.args = (f"entry {key!r} of package {package!r} is damaged: {reason}",)
+
+    def __reduce__(self) -> tuple[type[EntryNotFound], tuple[str, str, str]]:  # type: ignore[override]
+        return type(self), (self.package, self.key, self.reason)
 
 
 class StoreWriteError(CacheError, OSError):

@@ -10,9 +10,10 @@ names start with ``.``).
 from __future__ import annotations
 
 import functools
+import os
 import re
+from typing import NamedTuple
 
-import attrs
 from packaging.tags import Tag
 from packaging.utils import (
     InvalidSdistFilename,
@@ -34,7 +35,10 @@ __all__ = [
     "key_parts",
 ]
 
-#: Longest key, in characters; one component is at most ``MAX_COMPONENT``.
+#: Longest key, in bytes of its file-system (UTF-8) form; one component is at
+#: most ``MAX_COMPONENT`` bytes. Counted in bytes, not characters: a
+#: 200-character key of ``é`` is 400 bytes, past the 255-byte name limit of
+#: common file systems, and once failed with ``ENAMETOOLONG`` deep inside.
 MAX_KEY_LENGTH = 1000
 MAX_COMPONENT = 200
 
@@ -51,15 +55,20 @@ def key_parts(key: object) -> tuple[str, ...]:
     Raises:
         InvalidKey: not a ``str``; empty; absolute; a ``..``, ``.`` or empty
             component; a component starting with ``.`` (reserved for the
-            store's own files); a NUL, control character or backslash; too
-            long.
+            store's own files); a NUL, control character or backslash; not
+            encodable as a file name; longer than ``MAX_KEY_LENGTH`` bytes, or
+            a component longer than ``MAX_COMPONENT`` bytes (UTF-8).
     """
     if not isinstance(key, str):
         raise InvalidKey(key, f"expected a str, got {type(key).__name__}")
     if not key:
         raise InvalidKey(key, "empty")
-    if len(key) > MAX_KEY_LENGTH:
-        raise InvalidKey(key, f"longer than {MAX_KEY_LENGTH} characters")
+    try:
+        size = len(os.fsencode(key))
+    except UnicodeEncodeError:
+        raise InvalidKey(key, "not encodable as a file name") from None
+    if size > MAX_KEY_LENGTH:
+        raise InvalidKey(key, f"longer than {MAX_KEY_LENGTH} bytes (UTF-8)")
     if _FORBIDDEN.search(key):
         raise InvalidKey(key, "contains a NUL, control character or backslash")
     if key.startswith("/"):
@@ -72,14 +81,18 @@ def key_parts(key: object) -> tuple[str, ...]:
             raise InvalidKey(key, f"a {part!r} component")
         if part.startswith("."):
             raise InvalidKey(key, "a component starts with '.' (reserved for pkgcache)")
-        if len(part) > MAX_COMPONENT:
-            raise InvalidKey(key, f"a component is longer than {MAX_COMPONENT}")
+        if len(os.fsencode(part)) > MAX_COMPONENT:
+            raise InvalidKey(
+                key, f"a component is longer than {MAX_COMPONENT} bytes (UTF-8)"
+            )
     return parts
 
 
-@attrs.frozen
-class ArtifactName:
-    """What a file name says: kind, version, build tag, wheel tags."""
+class ArtifactName(NamedTuple):
+    """What a file name says: kind, version, build tag, wheel tags.
+
+    A named tuple, so a listing can unpack it without attribute lookups.
+    """
 
     kind: EntryKind
     version: Version | None = None

@@ -49,22 +49,27 @@ import stat
 import sys
 from collections.abc import Callable
 
+from . import _process
 from ._errors import CacheError, CachePermissionError, UnsafePathError
 
 __all__ = [
+    "HAVE_DIR_FD",
     "HAVE_QUICK_FLOCK",
     "LOCK",
     "TRY_LOCK",
     "UNLOCK",
+    "FolderGone",
+    "LockFileMissing",
+    "check_directory",
     "close",
     "flock",
+    "granted_after_all",
     "is_local_file_system",
     "map_intent_byte",
     "open_directory",
     "open_lock_file",
     "other_threads",
     "quick_flock",
-    "quick_flock_failed",
     "try_lock",
     "unlock",
 ]
@@ -73,9 +78,18 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-_HAVE_DIR_FD = os.open in os.supports_dir_fd
+#: Whether files can be opened relative to a folder descriptor (not on Windows).
+HAVE_DIR_FD = os.open in os.supports_dir_fd
 
 _READ_ONLY_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+class FolderGone(CacheError):
+    """The folder of a lock file no longer exists (it was deleted under us)."""
+
+
+class LockFileMissing(CachePermissionError):
+    """A lock file does not exist and this process cannot create it."""
 
 
 def _describe_kind(mode: int) -> str:
@@ -98,19 +112,13 @@ def _unsafe_from_errno(exc: OSError, display: str) -> CacheError | None:
     return None
 
 
-def open_directory(name: str, *, dir_fd: int | None, display: str) -> int | None:
+def open_directory(name: str, *, dir_fd: int | None, display: str) -> int:
     """Open a folder for use as ``dir_fd``; refuse a link in place of ``name``.
 
     With ``dir_fd=None`` ``name`` is the cache root chosen by the caller, and
-    links in it are followed like in any path the user gives us. Returns
-    ``None`` where the platform has no folder descriptors (Windows): paths
-    are used instead.
+    links in it are followed like in any path the user gives us. Only where
+    :data:`HAVE_DIR_FD`; elsewhere see :func:`check_directory`.
     """
-    if not _HAVE_DIR_FD:
-        path = name if dir_fd is None else display
-        if not os.path.isdir(path) or (dir_fd is not None and os.path.islink(path)):
-            raise UnsafePathError(display, "it is not a directory")
-        return None
     flags = os.O_RDONLY | _DIRECTORY | _CLOEXEC
     if dir_fd is not None:
         flags |= _NOFOLLOW
@@ -127,7 +135,15 @@ def open_directory(name: str, *, dir_fd: int | None, display: str) -> int | None
             raise CachePermissionError(
                 f"cannot open folder {display}: {exc.strerror}"
             ) from exc
+        if exc.errno == errno.ENOENT and dir_fd is not None:
+            raise FolderGone(f"cannot open folder {display}: it was removed") from exc
         raise
+
+
+def check_directory(path: str, *, nested: bool) -> None:
+    """Where folders cannot be opened (Windows): check ``path`` is a real folder."""
+    if not os.path.isdir(path) or (nested and os.path.islink(path)):
+        raise UnsafePathError(path, "it is not a directory")
 
 
 def open_lock_file(name: str, *, dir_fd: int | None, display: str) -> tuple[int, bool]:
@@ -144,7 +160,7 @@ def open_lock_file(name: str, *, dir_fd: int | None, display: str) -> tuple[int,
     """
 
     def _open(flags: int) -> int:
-        if dir_fd is None or not _HAVE_DIR_FD:
+        if dir_fd is None or not HAVE_DIR_FD:
             return os.open(name, flags, 0o644)
         return os.open(name, flags, 0o644, dir_fd=dir_fd)
 
@@ -158,10 +174,9 @@ def open_lock_file(name: str, *, dir_fd: int | None, display: str) -> tuple[int,
             raise unsafe from exc
         if exc.errno == errno.ENOENT:
             # With O_CREAT, only a missing folder gives ENOENT.
-            raise CacheError(
+            raise FolderGone(
                 f"cannot open lock file {display}: its folder was removed while "
-                "the cache was in use (lock files must never be deleted: a new "
-                "one does not exclude holders of the old)"
+                "the cache was in use"
             ) from exc
         if exc.errno not in _READ_ONLY_ERRNOS:
             raise
@@ -169,7 +184,7 @@ def open_lock_file(name: str, *, dir_fd: int | None, display: str) -> tuple[int,
         try:
             fd = _open(os.O_RDONLY | base)
         except FileNotFoundError:
-            raise CachePermissionError(
+            raise LockFileMissing(
                 f"cannot create lock file {display}: {exc.strerror}"
             ) from exc
         except OSError as exc2:
@@ -207,7 +222,7 @@ def map_intent_byte(fd: int, writable: bool, display: str) -> mmap.mmap | None:
         if not writable:
             return None
         _extend_to_one_byte(fd)
-    return mmap.mmap(fd, 1, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
+    return _process.open_map(fd, writable=writable)
 
 
 def _extend_to_one_byte(fd: int) -> None:
@@ -315,7 +330,7 @@ _get_errno: Callable[[], int] = _loaded[1] if _loaded is not None else lambda: 0
 other_threads: Callable[[], int] = getattr(_thread, "_count", lambda: 1)
 
 
-def quick_flock_failed(fd: int, operation: int) -> bool:
+def granted_after_all(fd: int, operation: int) -> bool:
     """After :data:`quick_flock` returned -1: say whether the lock was granted.
 
     ``EWOULDBLOCK`` means busy (``False``). Any other error is rare (a

@@ -72,7 +72,11 @@ server, and every new reader queues behind a writer that will never come.
 Fork
 ----
 A forked child closes its copies of the parent's sockets without a word to
-the server (see :mod:`pkgcache._pgsession`) and opens its own sessions.
+the server (see :mod:`pkgcache._pgsession`): an :func:`at_fork_in_child
+<pkgcache._process.at_fork_in_child>` handler of this module does it for
+every service of the process. The child never uses those services again (its
+caches get new lock spaces, see :mod:`pkgcache._space`) and opens its own
+sessions.
 """
 
 from __future__ import annotations
@@ -91,6 +95,8 @@ import weakref
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from . import _process
+from ._engine import Expired
 from ._errors import InvalidLockServer, LockLost, LockServerError
 from ._holders import Holder
 from ._pgsession import (
@@ -102,7 +108,6 @@ from ._pgsession import (
     Statement,
     connect,
 )
-from ._processlock import Expired
 
 __all__ = [
     "ANSWER",
@@ -111,6 +116,7 @@ __all__ = [
     "PostgresLocks",
     "connection_string",
     "lock_key",
+    "redacted",
 ]
 
 logger = logging.getLogger("pkgcache")
@@ -214,13 +220,13 @@ def connection_string(url: str, application_name: str) -> str:
     """
     if not url.startswith(("postgresql://", "postgres://")):
         raise InvalidLockServer(
-            f"unsupported lock server {_redacted(url)!r}: expected a postgresql:// URL"
+            f"unsupported lock server {redacted(url)!r}: expected a postgresql:// URL"
         )
     try:
         params = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         raise InvalidLockServer(
-            f"invalid lock server URL {_redacted(url)!r}: {exc}"
+            f"invalid lock server URL {redacted(url)!r}: {exc}"
         ) from None
     for key, value in _CLIENT_DEFAULTS.items():
         params.setdefault(key, value)
@@ -229,13 +235,26 @@ def connection_string(url: str, application_name: str) -> str:
     return make_conninfo("", **params)
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """``url`` without a password, for messages."""
     scheme, sep, rest = url.partition("://")
     credentials, at, location = rest.rpartition("@")
     if not sep or not at or ":" not in credentials:
         return url
     return f"{scheme}://{credentials.partition(':')[0]}:***@{location}"
+
+
+# Every service of this process, for the after-fork handler.
+_services: weakref.WeakSet[PostgresLocks] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for service in list(_services):
+        service._open.forget_after_fork()
+    _services.clear()
+
+
+_process.at_fork_in_child(_after_fork_in_child)
 
 
 class PostgresLocks:
@@ -251,6 +270,9 @@ class PostgresLocks:
         identity: the cache identity (see :mod:`pkgcache._identity`).
     """
 
+    #: A session can die while it holds locks (see LockEngine.check).
+    can_lose_locks = True
+
     def __init__(self, url: str, identity: str) -> None:
         # Check the URL before any I/O.
         params = conninfo_to_dict(connection_string(url, ""))
@@ -258,12 +280,12 @@ class PostgresLocks:
             self._connect_timeout = max(1.0, float(str(params["connect_timeout"])))
         except ValueError:
             raise InvalidLockServer(
-                f"invalid connect_timeout in the lock server URL {_redacted(url)!r}"
+                f"invalid connect_timeout in the lock server URL {redacted(url)!r}"
             ) from None
         self.url = url
         self.identity = identity
         self.tag = identity[:8]
-        self.server = _redacted(url)
+        self.server = redacted(url)
         # Weak: an engine lives while the in-process layer refers to it, or
         # while a session holds (or may hold) its lock (``Session.held``).
         self._engines: weakref.WeakValueDictionary[str | None, PostgresLock] = (
@@ -275,6 +297,7 @@ class PostgresLocks:
         # caches must not keep a connection per cache it no longer uses.
         weakref.finalize(self, self._open.close_all)
         self._reset()
+        _services.add(self)
 
     def _reset(self) -> None:
         self._mutex = threading.Lock()
@@ -548,21 +571,13 @@ class PostgresLocks:
 
     # -- life ------------------------------------------------------------------
 
-    def close(self) -> bool:
-        """Close every session if no lock is held or waited for; say whether."""
+    def close(self) -> None:
+        """Close every session if no lock is held or waited for."""
         with self._mutex:
             if any(s.held for s in self._open.sessions):
-                return False
+                return
         self._open.close_all()
         self._reset()
-        return True
-
-    def forget_after_fork(self) -> None:
-        """In a forked child: close the parent's sockets silently, forget all."""
-        self._open.forget_after_fork()
-        self._reset()
-        for engine in self._engines.values():
-            engine.forget_after_fork()
 
 
 class _Open:
@@ -588,7 +603,11 @@ class _Open:
                 session.close()
 
     def forget_after_fork(self) -> None:
-        """In a forked child: close the inherited sockets, without a word."""
+        """In a forked child: close the inherited sockets, without a word.
+
+        The sessions stay marked dead, so an engine of the parent's that the
+        child still reaches (it should not) fails instead of using them.
+        """
         for session in [*self.sessions, *([self.probe] if self.probe else [])]:
             session.forget_after_fork()
         self.sessions, self.probe = [], None
@@ -802,8 +821,11 @@ class PostgresLock:
             f"failed: {failure}"
         )
 
-    def release(self) -> None:
+    def release(self) -> bool:
         """Drop this process's hold; a no-op when nothing is held.
+
+        Returns whether the heartbeat last saw a writer of another process
+        waiting for the lock (see :meth:`writer_waits`).
 
         Also the recovery after any interrupted call: it first reads the
         answer of a statement left in flight, then unlocks. A session holds
@@ -812,7 +834,7 @@ class PostgresLock:
         """
         session = self._session
         if session is None:
-            return
+            return False
         if not session.dead:
             with session.mutex:
                 if not session.dead:
@@ -824,6 +846,7 @@ class PostgresLock:
                         # it is the one sure way to drop the lock.
                         self._service.died(session, exc)
         self._service.unreserve(self)
+        return self.key in self._service.writers_waiting
 
     def writer_waits(self) -> bool:
         """Whether a writer elsewhere waits for this lock (no I/O).
@@ -863,15 +886,13 @@ class PostgresLock:
         """
         return self._service.holders(self)
 
-    def close(self) -> bool:
-        """Nothing of its own to free: say whether the lock is free here."""
-        return self._session is None
+    def close(self) -> None:
+        """Nothing of its own to free: the sessions belong to the service."""
 
-    def forget_after_fork(self) -> None:
-        """In a forked child: the parent's hold is not the child's."""
-        self._session = None
-        self._granted = False
-        self._lost = False
+    @property
+    def is_open(self) -> bool:
+        """Whether a session holds, or is reserved for, this lock."""
+        return self._session is not None
 
 
 class _Expired(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -16,9 +17,20 @@ __all__ = ["CacheInfo", "CleanReport", "Entry", "EntryKind", "PruneReport"]
 EntryKind = Literal["wheel", "sdist", "tree", "file"]
 
 
+def _version_repr(version: Version | None) -> str:
+    return "None" if version is None else str(version)
+
+
+def _time_repr(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
 @attrs.frozen
 class Entry:
     """One stored artifact, as seen when it was listed.
+
+    Its ``repr`` shows the package, key, kind, version, size and creation
+    time (UTC); the path, tags and last use are attributes.
 
     Attributes:
         package: canonical project name.
@@ -40,14 +52,14 @@ class Entry:
 
     package: str
     key: str
-    path: Path
+    path: Path = attrs.field(repr=False)
     kind: EntryKind
-    version: Version | None
-    build_tag: tuple[int, str] | tuple[()]
-    tags: frozenset[Tag]
+    version: Version | None = attrs.field(repr=_version_repr)
+    build_tag: tuple[int, str] | tuple[()] = attrs.field(repr=False)
+    tags: frozenset[Tag] = attrs.field(repr=False)
     size: int
-    created: float
-    last_used: float
+    created: float = attrs.field(repr=_time_repr)
+    last_used: float = attrs.field(repr=False)
 
 
 @attrs.frozen
@@ -90,9 +102,16 @@ class CacheInfo:
     Attributes:
         root: the cache folder.
         packages: packages with at least one entry.
-        entries: entries in all.
+        entries: entries in all (damaged ones included).
         bytes: their total size.
         per_package: ``{name: (entries, bytes)}`` for each such package.
+        damaged: entries that fail their check (see :doc:`store`): skipped
+            by ``find()`` and ``entries()``, removed by the next
+            :meth:`Cache.prune`.
+        staging_entries: files and folders in ``<root>/tmp/``: writes under
+            way, and leftovers of writers that died (reaped by
+            :meth:`Cache.prune` and :meth:`Cache.clean`).
+        staging_bytes: their total size.
     """
 
     root: Path
@@ -100,3 +119,6 @@ class CacheInfo:
     entries: int
     bytes: int
     per_package: Mapping[str, tuple[int, int]] = attrs.field(hash=False)
+    damaged: int
+    staging_entries: int
+    staging_bytes: int

@@ -1,30 +1,43 @@
-"""The ``timeout=`` argument shared by every blocking call."""
+"""The ``timeout=`` argument shared by every blocking call.
+
+``None`` waits forever and a number of seconds waits that long, so "use the
+cache's own timeout", the default, needs a value of its own:
+:data:`DEFAULT_TIMEOUT`, the only member of :class:`DefaultTimeout`. A
+one-member enum is the sentinel type checkers understand: after
+``timeout is DEFAULT_TIMEOUT`` they know what is left is ``float | None``.
+"""
 
 from __future__ import annotations
 
+import enum
 import math
 import threading
+from typing import Final
 
-__all__ = ["DEFAULT_TIMEOUT"]
+__all__ = ["DEFAULT_TIMEOUT", "DefaultTimeout"]
 
 
-class _DefaultTimeout:
-    """Marker for "the timeout given to the :class:`Cache`"."""
+class DefaultTimeout(enum.Enum):
+    """The type of :data:`DEFAULT_TIMEOUT`; it has no other value."""
 
-    __slots__ = ()
+    DEFAULT = "default"
 
     def __repr__(self) -> str:
-        return "DEFAULT_TIMEOUT"
+        return "pkgcache.DEFAULT_TIMEOUT"
 
 
-#: Use the cache's own timeout (the default of every ``timeout=`` argument).
-DEFAULT_TIMEOUT = _DefaultTimeout()
+#: The default of every ``timeout=`` argument: use the timeout given to the
+#: :class:`Cache` (``Cache(root, timeout=...)``, ``None`` unless set).
+DEFAULT_TIMEOUT: Final = DefaultTimeout.DEFAULT
+
+# The 0.1 name, still imported by modules written against it.
+_DefaultTimeout = DefaultTimeout
 
 
 def _resolve_timeout(
-    timeout: float | _DefaultTimeout | None, default: float | None
+    timeout: float | DefaultTimeout | None, default: float | None
 ) -> float | None:
-    if isinstance(timeout, _DefaultTimeout):
+    if timeout is DEFAULT_TIMEOUT:
         return default
     if timeout is None:
         return None

@@ -6,6 +6,11 @@ pkgcache is installed (``-p no:pkgcache`` turns the plugin off):
 
 ``pkgcache``
     A fresh :class:`~pkgcache.Cache` in the test's temporary directory.
+``tmp_pkgcache``
+    The same cache under a name that leaves the module alone: inside a test
+    that takes the ``pkgcache`` fixture, ``pkgcache`` is the cache, so
+    ``pkgcache.LockTimeout`` fails. Take ``tmp_pkgcache`` in a test that
+    also uses the module.
 ``pkgcache_factory``
     A :class:`CacheFactory`: call it for as many caches as the test needs,
     each in its own folder, optionally named and with its own timeout.
@@ -27,16 +32,17 @@ unchanged under pytest-xdist.
 
 from __future__ import annotations
 
-import threading
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ._cache import DEFAULT_TIMEOUT, Cache, _DefaultTimeout
+from ._cache import Cache
 from ._names import canonical_name
+from ._timeouts import DEFAULT_TIMEOUT, DefaultTimeout
 
-__all__ = ["CacheFactory", "pkgcache", "pkgcache_factory"]
+__all__ = ["CacheFactory", "pkgcache", "pkgcache_factory", "tmp_pkgcache"]
 
 _TIMEOUT_INI = "pkgcache_timeout"
 
@@ -75,7 +81,7 @@ class CacheFactory:
         self,
         name: str | None = None,
         *,
-        timeout: float | _DefaultTimeout | None = DEFAULT_TIMEOUT,
+        timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT,
     ) -> Cache:
         """A cache in ``<base>/<name>``; ``name`` must be a plain name, not a path.
 
@@ -87,7 +93,7 @@ class CacheFactory:
             name = f"cache-{self._count}"
             self._count += 1
         folder = canonical_name(name)
-        if isinstance(timeout, _DefaultTimeout):
+        if timeout is DEFAULT_TIMEOUT:
             timeout = self.timeout
         cache = Cache(self.base / folder, timeout=timeout)
         self.caches.append(cache)
@@ -95,19 +101,25 @@ class CacheFactory:
 
     def held_locks(self) -> list[str]:
         """One line for each lock of these caches a thread here still holds."""
-        names = {thread.ident: thread.name for thread in threading.enumerate()}
         lines: list[str] = []
-        seen: set[str] = set()
+        seen: set[tuple[str, str | None]] = set()
         for cache in self.caches:
-            for lock, threads in cache._held_in_process():
-                if lock.path in seen:
+            for stats in cache.locks_in_use():
+                key = (os.path.realpath(cache.root), stats.package)
+                if key in seen or not (stats.readers or stats.writer):
                     continue
-                seen.add(lock.path)
-                who = ", ".join(
-                    f"{mode} by thread {names.get(ident, ident)!s}"
-                    for ident, mode in threads
+                seen.add(key)
+                what = (
+                    "the whole cache"
+                    if stats.package is None
+                    else f"package {stats.package!r}"
                 )
-                lines.append(f"{lock.what} of {cache.root} is held {who}")
+                who = (
+                    f"exclusive by thread {stats.writer}"
+                    if stats.writer is not None
+                    else ", ".join(f"shared by thread {name}" for name in stats.readers)
+                )
+                lines.append(f"{what} of {cache.root} is held {who}")
         return lines
 
 
@@ -143,5 +155,15 @@ def pkgcache_factory(
 
 @pytest.fixture
 def pkgcache(pkgcache_factory: CacheFactory) -> Cache:
-    """A fresh :class:`~pkgcache.Cache` in the test's temporary directory."""
+    """A fresh :class:`~pkgcache.Cache` in the test's temporary directory.
+
+    In the test, the name ``pkgcache`` is then this cache, not the module;
+    :func:`tmp_pkgcache` is the same cache under another name.
+    """
+    return pkgcache_factory("default")
+
+
+@pytest.fixture
+def tmp_pkgcache(pkgcache_factory: CacheFactory) -> Cache:
+    """The ``pkgcache`` fixture's cache, under a name that hides no module."""
     return pkgcache_factory("default")

