@@ -272,7 +272,7 @@ def test_timeout_from_the_environment(
         (
             ["info"],
             "cache:    {root} (does not exist yet)\npackages: 0\nentries:  0\n"
-            "size:     0 B (0 bytes)\n",
+            "size:     0 B (0 bytes)\nstaging:  0 leftovers, 0 B (0 bytes)\n",
         ),
         (["list"], ""),
         (["list", "a"], ""),

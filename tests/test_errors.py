@@ -33,6 +33,9 @@ SAMPLES: dict[type[BaseException], Callable[[], BaseException]] = {
         "cannot create /c/locks: the cache is read-only"
     ),
     pkgcache.EntryNotFound: lambda: pkgcache.EntryNotFound("a", "a-1.0.tar.gz"),
+    pkgcache.EntryDamaged: lambda: pkgcache.EntryDamaged(
+        "a", "a-1.0-py3-none-any.whl", "its size is 0 bytes, 2,048 recorded"
+    ),
     pkgcache.InvalidArtifact: lambda: pkgcache.InvalidArtifact("'x.whl' is bad"),
     pkgcache.InvalidKey: lambda: pkgcache.InvalidKey("../x", "leaves the package"),
     pkgcache.InvalidPackageName: lambda: pkgcache.InvalidPackageName(
@@ -54,6 +57,9 @@ SAMPLES: dict[type[BaseException], Callable[[], BaseException]] = {
     pkgcache.NotLockedError: lambda: pkgcache.NotLockedError("not held"),
     pkgcache.SourceNotFound: lambda: pkgcache.SourceNotFound(
         errno.ENOENT, "cannot store /x: no such file", "/x"
+    ),
+    pkgcache.SourcePermissionError: lambda: pkgcache.SourcePermissionError(
+        errno.EACCES, "cannot store /x: permission denied", "/x"
     ),
     pkgcache.StoreWriteError: lambda: pkgcache.StoreWriteError(
         errno.ENOSPC, "cannot add: No space left on device"

@@ -101,6 +101,49 @@ def test_writer_is_not_starved_by_overlapping_reader_threads(tmp_path):
     assert not errors
 
 
+@pytest.mark.timeout(120)
+def test_readers_are_not_starved_by_a_writer_thread_in_a_loop(tmp_path):
+    """A thread taking the lock exclusively again and again (a cleaner).
+
+    Each release hands the lock to the readers that waited for it before
+    the writer may take it again; without that the readers waited out
+    their timeout behind a lock that was free between two writes.
+    """
+    cache = pkgcache.Cache(tmp_path / "cache")
+    stop = threading.Event()
+    writes = []
+
+    def writer():
+        while not stop.is_set():
+            with cache.exclusive("a", timeout=WAIT):
+                writes.append(True)
+                stop.wait(READER_HOLD)  # the work of a clean, not a synchronization
+
+    w = threading.Thread(target=writer, name="cleaner")
+    w.start()
+    outcomes = []
+
+    def reader():
+        for _ in range(10):
+            try:
+                with cache.reading("a", timeout=5):
+                    outcomes.append("granted")
+            except pkgcache.LockTimeout:
+                outcomes.append("starved")
+
+    try:
+        readers = [threading.Thread(target=reader) for _ in range(2)]
+        for t in readers:
+            t.start()
+        for t in readers:
+            t.join(WAIT * 2)
+    finally:
+        stop.set()
+        w.join(WAIT)
+    assert outcomes == ["granted"] * 20
+    assert writes, "the writer never ran: nothing was tested"
+
+
 @pytest.mark.timeout(60)
 def test_waiting_writer_queues_later_readers_of_other_processes(tmp_path):
     """A reader that arrives after a waiting writer is served after it."""

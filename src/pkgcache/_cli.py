@@ -550,14 +550,9 @@ def _cmd_dir(args: argparse.Namespace, root: Path) -> int:
     return EXIT_OK
 
 
-# CacheInfo fields shown as "staging:" (when this version of CacheInfo has them).
-_STAGING_FIELDS = ("staging_entries", "staging_bytes")
-
-
 def _cmd_info(args: argparse.Namespace, root: Path) -> int:
     exists = root.exists()
-    # A cache that does not exist yet counts zero of everything CacheInfo
-    # counts (whatever fields this version of it has).
+    # A cache that does not exist yet counts zero of everything.
     data: dict[str, Any] = {field.name: 0 for field in attrs.fields(CacheInfo)}
     if exists:
         data.update(attrs.asdict(_cache(args, root).info(timeout=args.timeout)))
@@ -574,13 +569,11 @@ def _cmd_info(args: argparse.Namespace, root: Path) -> int:
     print(f"packages: {data['packages']}")
     print(f"entries:  {data['entries']}")
     print(f"size:     {format_size(data['bytes'])} ({data['bytes']} bytes)")
-    if all(field in data for field in _STAGING_FIELDS):
-        count, size = (data[field] for field in _STAGING_FIELDS)
-        print(
-            f"staging:  {_count(count, 'leftover')}, {format_size(size)} "
-            f"({size} bytes)"
-            + ("; 'pkgcache prune' reaps those of dead writers" if count else "")
-        )
+    count, size = data["staging_entries"], data["staging_bytes"]
+    print(
+        f"staging:  {_count(count, 'leftover')}, {format_size(size)} ({size} bytes)"
+        + ("; 'pkgcache prune' reaps those of dead writers" if count else "")
+    )
     return EXIT_OK
 
 

@@ -210,8 +210,10 @@ class ProcessLock:
         "_mover",
         "_mutex",
         "_readers",
+        "_readers_turn",
         "_ref",
         "_waiters",
+        "_waiting_readers",
         "_waiting_writers",
         "_writer",
         "cache_root",
@@ -248,6 +250,8 @@ class ProcessLock:
         self._mover: ThreadState | None = None
         # Threads waiting to write, first come first (a dict keeps the order).
         self._waiting_writers: dict[ThreadState, None] = {}
+        self._waiting_readers: dict[ThreadState, None] = {}
+        self._readers_turn = False
         self._waiters: list[threading.Lock] = []
         self._ref = weakref.ref(self)
 
@@ -385,7 +389,12 @@ class ProcessLock:
                     ):
                         self._readers[state] = 1  # join the process's hold
                         return
-                elif mode == NONE and self._mover is None and not self._waiting_writers:
+                elif (
+                    mode == NONE
+                    and self._mover is None
+                    and not self._waiting_writers
+                    and not self._readers_turn
+                ):
                     self._mode = UNKNOWN  # until the engine has answered
                     if self.engine.try_acquire(exclusive):
                         if exclusive:
@@ -421,14 +430,24 @@ class ProcessLock:
         self, state: ThreadState, exclusive: bool, deadline: float | None
     ) -> None:
         """Wait in the process, then (as the mover) in the engine."""
-        with SlowWait(self, 2 if exclusive else 1):
+        wait = SlowWait(self, 2 if exclusive else 1)
+        granted = False
+        try:
+            wait.begin()
             try:
-                if self._wait_in_process(state, exclusive, deadline):
-                    return
-                self._move(state, exclusive, deadline)
+                if not self._wait_in_process(state, exclusive, deadline):
+                    self._move(state, exclusive, deadline)
+                granted = True
             except BaseException:
                 self._recover(state)
                 raise
+        finally:
+            # Before any call (an interrupt lands at calls, also at the
+            # start of the one that would mark it): the watchdog must not
+            # report this wait once it is over.
+            wait.done = True
+            if wait.loud:
+                wait.end(granted)
 
     def _wait_in_process(
         self, state: ThreadState, exclusive: bool, deadline: float | None
@@ -441,18 +460,23 @@ class ProcessLock:
                 self._heal(state)
                 if exclusive:
                     self._waiting_writers.setdefault(state)
+                else:
+                    self._waiting_readers.setdefault(state)
                 if self._enter_if_free(state, exclusive, verify=recheck):
+                    self._waiting_readers.pop(state, None)
                     return True
                 if (
                     self._mode == NONE
                     and self._mover is None
                     and not self._others_wait(state)
                 ):
+                    self._waiting_readers.pop(state, None)
                     self._mover, self._mode = state, UNKNOWN
                     return False
                 remaining = None if deadline is None else deadline - _monotonic()
                 if remaining is not None and remaining <= 0:
                     self._waiting_writers.pop(state, None)
+                    self._waiting_readers.pop(state, None)
                     raise Expired
                 if waiter is not None and waiter in self._waiters:
                     self._waiters.remove(waiter)  # timed out: not woken
@@ -473,12 +497,22 @@ class ProcessLock:
             recheck = True
 
     def _others_wait(self, state: ThreadState) -> bool:
-        """Under the mutex: whether a writer waits here that comes before this thread.
+        """Under the mutex: whether a thread waits here that comes before this one.
 
         Writers are served first come, first served; a reader comes after
-        every waiting writer. A writer whose thread has ended (it cannot be
-        waiting) is forgotten.
+        every waiting writer, except in the **readers' turn**: a writer that
+        released while readers of this process waited hands the lock to
+        those readers first, so that a thread taking the lock exclusively
+        again and again (a cleaner in a loop) cannot starve them. A waiting
+        thread whose thread has ended (it cannot be waiting) is forgotten.
         """
+        if self._readers_turn:
+            readers = self._waiting_readers
+            for reader in [r for r in readers if not r.thread.is_alive()]:
+                del readers[reader]
+            if readers:
+                return state not in readers
+            self._readers_turn = False
         waiting = self._waiting_writers
         while waiting:
             first = next(iter(waiting))
@@ -496,7 +530,11 @@ class ProcessLock:
         stale announcement forgotten) before it stops a reader.
         """
         mode = self._mode
-        if mode == SHARED and not exclusive and not self._waiting_writers:
+        if (
+            mode == SHARED
+            and not exclusive
+            and (not self._waiting_writers or self._readers_turn)
+        ):
             engine = self.engine
             if not engine.writer_waits() or (
                 verify and not engine.writer_really_waits()
@@ -528,9 +566,11 @@ class ProcessLock:
         if exclusive:
             self._writer, self._depth = state, 1
             self._waiting_writers.pop(state, None)
+            self._readers_turn = False
             self._mode = EXCLUSIVE
         else:
             self._readers[state] = 1
+            self._waiting_readers.pop(state, None)
             self._mode = SHARED
 
     # -- repair ------------------------------------------------------------------
@@ -539,6 +579,7 @@ class ProcessLock:
         """After any exception in an acquire: undo what the interrupted step left."""
         with self._mutex:
             self._waiting_writers.pop(state, None)
+            self._waiting_readers.pop(state, None)
             if self._mover is state:
                 self._mover = None
             self._heal(state)
@@ -587,6 +628,8 @@ class ProcessLock:
             with self._mutex:
                 if self._writer is state:
                     self._writer, self._depth = None, 0
+                    # Readers that waited for this writer go next.
+                    self._readers_turn = bool(self._waiting_readers)
                 else:
                     del self._readers[state]
                     if self._readers:

@@ -190,7 +190,8 @@ _process.at_fork_in_child(_watchdog.after_fork_in_child)
 class SlowWait:
     """Wraps one contended wait of the calling thread: logs it while it lasts.
 
-    ``with SlowWait(lock, mode):`` around the wait, in the waiting thread;
+    ``begin()`` and ``end()`` around the wait, in the waiting thread (or
+    ``with SlowWait(lock, mode):``);
     ``lock`` is the :class:`~pkgcache._processlock.ProcessLock` waited for,
     ``mode`` 1 (shared) or 2 (exclusive), ``gate`` whether the thread queues
     behind a waiting writer.
@@ -210,23 +211,35 @@ class SlowWait:
         self.start = 0.0
         self.thread = 0
 
+    def begin(self) -> None:
+        """Log the start of the wait (DEBUG) and have the watchdog watch it.
+
+        The caller sets ``done`` when the wait is over, in a ``finally``
+        block, before any call: see ``ProcessLock._acquire_slowly``.
+        """
+        self.start = time.monotonic()
+        self.thread = threading.get_ident()
+        # Asked once: the end runs on the hand-over path.
+        self.loud = logger.isEnabledFor(logging.DEBUG)
+        if self.loud:
+            logger.debug(
+                "%s waits for %s%s",
+                _thread_name(threading.current_thread()),
+                self._what(),
+                " (queued behind a waiting writer)" if self.gate else "",
+            )
+        _watchdog.add(self, self.start + SLOW_WAIT)
+
+    def end(self, granted: bool) -> None:
+        """The wait is over: log how it ended if it was logged or reported."""
+        self.done = True
+        if self.loud:
+            self._log_end(granted)
+
     def __enter__(self) -> SlowWait:
         try:
-            self.start = time.monotonic()
-            self.thread = threading.get_ident()
-            # Asked once: the exit runs on the hand-over path.
-            self.loud = logger.isEnabledFor(logging.DEBUG)
-            if self.loud:
-                logger.debug(
-                    "%s waits for %s%s",
-                    _thread_name(threading.current_thread()),
-                    self._what(),
-                    " (queued behind a waiting writer)" if self.gate else "",
-                )
-            _watchdog.add(self, self.start + SLOW_WAIT)
+            self.begin()
         except BaseException:
-            # An interrupt after add(): ``__exit__`` will not run, and the
-            # watchdog must not report this wait for ever.
             self.done = True
             raise
         return self
@@ -237,9 +250,7 @@ class SlowWait:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.done = True
-        if self.loud:
-            self._log_end(exc_type is None)
+        self.end(exc_type is None)
 
     def _what(self) -> str:
         lock = self.lock

@@ -47,7 +47,7 @@ from typing import Any
 import pytest
 
 import pkgcache
-from pkgcache import _cache
+from pkgcache import _cache, _waits
 from tests.helpers import WAIT, LockServer, assert_nothing_held
 from tests.reliability.support import kernel_modes_of
 
@@ -159,6 +159,8 @@ class Scene:
         self.root = root
         self.cache = pkgcache.Cache(root)
         self.probe = LockServer(str(root))
+        #: Every contended wait begun: each must be over once its call is.
+        self.waits: list[_waits.SlowWait] = []
 
     def close(self) -> None:
         self.probe.close()
@@ -166,6 +168,9 @@ class Scene:
     def check(self, label: str, thorough: bool) -> None:
         cache = self.cache
         assert_nothing_held(cache, *PACKAGES)
+        # A wait left "in progress" would be reported by the watchdog for
+        # ever (it once was, into another test's output).
+        assert all(wait.done for wait in self.waits), label
         for name in (None, *PACKAGES):
             kernel = kernel_modes_of(cache.lock_path(name))
             assert kernel == set(), (label, name, kernel)
@@ -220,8 +225,15 @@ def _inject_everywhere(
 
 
 @pytest.fixture
-def scene(tmp_path: Path) -> Iterator[Scene]:
+def scene(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Scene]:
     scene = Scene(tmp_path / "cache")
+    begin = _waits.SlowWait.begin
+
+    def recorded(wait: _waits.SlowWait) -> None:
+        scene.waits.append(wait)
+        begin(wait)
+
+    monkeypatch.setattr(_waits.SlowWait, "begin", recorded)
     with scene.cache.exclusive(*PACKAGES):  # create the files first
         pass
     yield scene
