@@ -8,6 +8,7 @@ and its store, and several processes acting as hosts of a farm on one store.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import subprocess
@@ -286,3 +287,94 @@ def test_hosts_race_on_one_store_without_overlap(pg_server, tmp_path):
     with Cache(real / "cache").reading(*HOST_PACKAGES) as view:
         for package in HOST_PACKAGES:
             view.entries(package)  # still a consistent store
+
+
+# -- UvCache, the command line, the pytest plugin ------------------------------------
+
+
+def test_a_uv_cache_keeps_its_identity_in_its_locks_folder(pg_server, tmp_path):
+    from pkgcache.uv import UvCache
+
+    uv_cache = UvCache(tmp_path / "uv", locks=pg_server.unix_url)
+    with uv_cache.cache.exclusive("a"):
+        assert (uv_cache.locks_dir / "cache-id").is_file()
+        assert not (tmp_path / "uv" / "locks").exists()
+        unsigned = lock_key(identity_of_folder(uv_cache.locks_dir), "a")
+        assert held_keys(pg_server) >= {unsigned}
+
+
+def identity_of_folder(folder: Path) -> str:
+    return (folder / "cache-id").read_text().splitlines()[1]
+
+
+def held_keys(pg_server: Server) -> set[int]:
+    rows = pg_server.sql(
+        "SELECT (classid::bigint << 32 | objid::bigint) FROM pg_locks"
+        " WHERE locktype = 'advisory' AND granted"
+    )
+    # Back to the signed keys pkgcache computes.
+    return {
+        int(row[0]) - (1 << 64) if int(row[0]) >= 1 << 63 else int(row[0])
+        for row in rows
+    }
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_the_command_line_shows_holders_on_the_server(
+    pg_server, tmp_path, capsys, monkeypatch, how
+):
+    from pkgcache._cli import ENV_LOCKS, main
+
+    root = tmp_path / "c"
+    entry = tmp_path / "a-1.0.tar.gz"
+    entry.write_bytes(b"sdist")
+    # Without names, holders are looked for on the packages of the store
+    # (a lock server has no lock files to list).
+    cache = Cache(root, locks=pg_server.unix_url, durable=False)
+    with cache.exclusive("a") as txn:
+        txn.add(entry)
+    del cache, txn
+    gc.collect()
+    holder = LockServer(str(root), pg_server.unix_url)
+    try:
+        holder.hold("x", "a")
+        pid = holder.call("pid")
+        if how == "option":
+            argv = ["--cache-dir", str(root), "locks", "--locks", pg_server.unix_url]
+        else:
+            monkeypatch.setenv(ENV_LOCKS, pg_server.unix_url)
+            argv = ["--cache-dir", str(root), "locks"]
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert f"pid {pid} on {host_name()} holds the exclusive lock" in out
+        # Without the server the command sees no holder: the locks live there.
+        monkeypatch.delenv(ENV_LOCKS, raising=False)
+        assert main(["--cache-dir", str(root), "locks"]) == 0
+        assert str(pid) not in capsys.readouterr().out
+    finally:
+        holder.close()
+
+
+def test_the_command_line_refuses_a_bad_server(tmp_path, capsys):
+    from pkgcache._cli import main
+
+    code = main(["--cache-dir", str(tmp_path), "--locks", "mysql://h/db", "info"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "expected a postgresql:// URL" in err
+
+
+def test_the_pytest_plugin_puts_the_fixtures_caches_on_the_server(pg_server, pytester):
+    pytester.makepyfile(
+        """
+        def test_on_the_server(pkgcache):
+            with pkgcache.exclusive("a"):
+                (holder,) = pkgcache.holders("a")
+                assert holder.host is not None  # only a lock server names it
+        """
+    )
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--pkgcache-locks", pg_server.unix_url
+    )
+    result.assert_outcomes(passed=1)
+    assert pytester.runpytest("-p", "no:cacheprovider").ret == 1  # flock: no host

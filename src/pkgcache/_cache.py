@@ -278,11 +278,10 @@ class LockRequest:
             return  # a forked child forgets its parent's locks
         state = self._state
         plan = self._plan
-        space = self.cache._space
-        lost = None
         try:
-            if space is not None and space.can_lose_locks:
-                lost = _lost(plan)
+            # A lock server can lose locks: say so after releasing them.
+            space: LockSpace = self.cache._space  # type: ignore[assignment]
+            lost = _lost(plan) if space.can_lose_locks else None
             # Release first: a waiter in another process is let in by the
             # first unlock, so the bookkeeping waits until after it.
             for index in range(len(plan) - 1, -1, -1):
