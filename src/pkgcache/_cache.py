@@ -294,7 +294,11 @@ class LockRequest:
             _lockset.give_back(plan, state, self._before)  # type: ignore[arg-type]
             raise
         finally:
-            _lockset.forget(plan, state)  # type: ignore[arg-type]
+            held = state.held  # type: ignore[union-attr]
+            if held and held[-1] is plan:
+                held.pop()  # the usual order: the latest block ends first
+            else:
+                _lockset.forget(plan, state)  # type: ignore[arg-type]
         if self._debug:
             logger.debug(
                 "released %s in %s", _describe_plan(plan), self.cache._real_root
@@ -568,7 +572,7 @@ class CacheTransaction(CacheView):
         return self.cache._store().remove(name, key, verify=self._verify)
 
     def clear(self, *, package: str | None = None) -> int:
-        """Remove every entry of the packages held (or of ``package``).
+        """Remove every entry of the packages held exclusively (or of ``package``).
 
         Inside ``exclusive()`` without a ``package``, empties the store.
         Also deletes staging leftovers of those packages. Returns the number

@@ -36,6 +36,11 @@ Acquiring, for a thread that does not hold the lock:
    the mover, waits in the engine outside the mutex (flock's own queue,
    behind its gate), and records the grant.
 
+Waiting writers of the process go first come, first served, and later
+readers wait behind them; a writer that releases while readers waited for
+it hands the lock to those readers first (the readers' turn, see
+:meth:`ProcessLock._others_wait`).
+
 A try (``timeout=0``, or a nested call against the lock order) never waits:
 it fails when it cannot enter at once, which happens only when the lock is
 held in a conflicting mode, or a writer waits.
@@ -210,8 +215,8 @@ class ProcessLock:
         "_mover",
         "_mutex",
         "_readers",
-        "_readers_turn",
         "_ref",
+        "_turn",
         "_waiters",
         "_waiting_readers",
         "_waiting_writers",
@@ -251,7 +256,8 @@ class ProcessLock:
         # Threads waiting to write, first come first (a dict keeps the order).
         self._waiting_writers: dict[ThreadState, None] = {}
         self._waiting_readers: dict[ThreadState, None] = {}
-        self._readers_turn = False
+        #: The readers' turn: readers that waited when a writer released.
+        self._turn: dict[ThreadState, None] = {}
         self._waiters: list[threading.Lock] = []
         self._ref = weakref.ref(self)
 
@@ -397,7 +403,7 @@ class ProcessLock:
                     mode == NONE
                     and self._mover is None
                     and not self._waiting_writers
-                    and not self._readers_turn
+                    and not self._turn
                 ):
                     self._mode = UNKNOWN  # until the engine has answered
                     if self.engine.try_acquire(exclusive):
@@ -467,20 +473,19 @@ class ProcessLock:
                 else:
                     self._waiting_readers.setdefault(state)
                 if self._enter_if_free(state, exclusive, verify=recheck):
-                    self._waiting_readers.pop(state, None)
+                    self._stop_waiting(state)
                     return True
                 if (
                     self._mode == NONE
                     and self._mover is None
                     and not self._others_wait(state)
                 ):
-                    self._waiting_readers.pop(state, None)
+                    self._stop_waiting(state)
                     self._mover, self._mode = state, UNKNOWN
                     return False
                 remaining = None if deadline is None else deadline - _monotonic()
                 if remaining is not None and remaining <= 0:
-                    self._waiting_writers.pop(state, None)
-                    self._waiting_readers.pop(state, None)
+                    self._stop_waiting(state)
                     raise Expired
                 if waiter is not None and waiter in self._waiters:
                     self._waiters.remove(waiter)  # timed out: not woken
@@ -510,13 +515,12 @@ class ProcessLock:
         again and again (a cleaner in a loop) cannot starve them. A waiting
         thread whose thread has ended (it cannot be waiting) is forgotten.
         """
-        if self._readers_turn:
-            readers = self._waiting_readers
-            for reader in [r for r in readers if not r.thread.is_alive()]:
-                del readers[reader]
-            if readers:
-                return state not in readers
-            self._readers_turn = False
+        turn = self._turn
+        if turn:
+            for reader in [r for r in turn if not r.thread.is_alive()]:
+                del turn[reader]
+            if turn:
+                return state not in turn
         waiting = self._waiting_writers
         while waiting:
             first = next(iter(waiting))
@@ -526,6 +530,12 @@ class ProcessLock:
                 return True
             del waiting[first]
         return False
+
+    def _stop_waiting(self, state: ThreadState) -> None:
+        """Under the mutex: the thread no longer waits (granted, or gave up)."""
+        self._waiting_writers.pop(state, None)
+        self._waiting_readers.pop(state, None)
+        self._turn.pop(state, None)
 
     def _enter_if_free(self, state: ThreadState, exclusive: bool, verify: bool) -> bool:
         """Under the mutex: join the shared hold, or take a free engine at once.
@@ -537,7 +547,7 @@ class ProcessLock:
         if (
             mode == SHARED
             and not exclusive
-            and (not self._waiting_writers or self._readers_turn)
+            and (not self._waiting_writers or state in self._turn)
         ):
             engine = self.engine
             if not engine.writer_waits() or (
@@ -569,12 +579,12 @@ class ProcessLock:
         """Under the mutex, after a grant: the thread holds, the engine mode is set."""
         if exclusive:
             self._writer, self._depth = state, 1
-            self._waiting_writers.pop(state, None)
-            self._readers_turn = False
+            self._stop_waiting(state)
+            self._turn.clear()  # (empty already: a writer moves only after it)
             self._mode = EXCLUSIVE
         else:
             self._readers[state] = 1
-            self._waiting_readers.pop(state, None)
+            self._stop_waiting(state)
             self._mode = SHARED
 
     # -- repair ------------------------------------------------------------------
@@ -582,8 +592,7 @@ class ProcessLock:
     def _recover(self, state: ThreadState) -> None:
         """After any exception in an acquire: undo what the interrupted step left."""
         with self._mutex:
-            self._waiting_writers.pop(state, None)
-            self._waiting_readers.pop(state, None)
+            self._stop_waiting(state)
             if self._mover is state:
                 self._mover = None
             self._heal(state)
@@ -632,8 +641,9 @@ class ProcessLock:
             with self._mutex:
                 if self._writer is state:
                     self._writer, self._depth = None, 0
-                    # Readers that waited for this writer go next.
-                    self._readers_turn = bool(self._waiting_readers)
+                    # The readers that waited for this writer go next.
+                    if self._waiting_readers:
+                        self._turn = dict(self._waiting_readers)
                 else:
                     del self._readers[state]
                     if self._readers:
