@@ -114,7 +114,7 @@ def _uncontended(scale: Scale, folder: str) -> tuple[dict[str, Any], list[Any]]:
             contenders[f"{kind} {call}"] = block
     results = interleaved(contenders, scale.rounds, scale.round_seconds)
     rows = []
-    for call in _blocks(pkgcache.Cache(folder)):
+    for call in ("reading(pkg)", "exclusive(pkg)", "reading()", "exclusive()"):
         flock = results[f"pkgcache {call}"]["median"]
         unix = results[f"pkgcache pg-unix {call}"]["median"]
         tcp = results[f"pkgcache pg-tcp {call}"]["median"]
