@@ -66,13 +66,14 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import stat
 import time
 import weakref
 from collections.abc import Callable
 
 from . import _oslock, _process
 from ._engine import Expired
-from ._errors import CacheError, CachePermissionError
+from ._errors import CacheError, CachePermissionError, UnsafePathError
 from ._holders import Holder, file_id, kernel_locks, process_holder
 
 __all__ = ["ROOT_GATE", "ROOT_LOCK", "FlockEngine", "FlockService", "Folder"]
@@ -373,9 +374,16 @@ class FlockEngine:
                         "being removed or replaced"
                     ) from exc
                 continue
+            except UnsafePathError:
+                if dir_fd is not None and not _is_folder(dir_fd):
+                    # The folder's number now names a file of the user's.
+                    raise _folder_closed(folder.display(name)) from None
+                raise
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE):
                     raise OutOfDescriptors(folder.display(name)) from exc
+                if exc.errno == errno.EBADF and dir_fd is not None:
+                    raise _folder_closed(folder.display(name)) from exc
                 raise
             if gate:
                 self._gate_fd, self._gate_writable = fd, writable[0]
@@ -600,11 +608,12 @@ class FlockEngine:
         file: its folder may have been replaced as well.
         """
         fd = self._fd
+        taken_over = seen is None or (seen.st_dev, seen.st_ino) != (
+            self._dev,
+            self._ino,
+        )
         if fd is not None:
-            if seen is not None and (seen.st_dev, seen.st_ino) == (
-                self._dev,
-                self._ino,
-            ):
+            if not taken_over:
                 _flock(fd, _UNLOCK)
                 self._resources.close(fd)
             else:
@@ -613,11 +622,23 @@ class FlockEngine:
             self._fd = None
         if not self._gate_held:
             intent, self._intent = self._intent, None
-            if intent is not None:
-                self._resources.close_map(intent)
             gate_fd, self._gate_fd = self._gate_fd, None
-            if gate_fd is not None:
-                self._resources.close(gate_fd)
+            if taken_over:
+                # Code that closed our lock descriptor closed (and may have
+                # reused) the gate's and the map's too: closing them now
+                # could close one of its own files. Forget them (a leak, in
+                # a misuse) instead.
+                if gate_fd is not None:
+                    self._resources.descriptors.discard(gate_fd)
+                    _process.forget_descriptor(gate_fd)
+                if intent is not None:
+                    self._resources.maps.discard(intent)
+                    _process.forget_map(intent)
+            else:
+                if intent is not None:
+                    self._resources.close_map(intent)
+                if gate_fd is not None:
+                    self._resources.close(gate_fd)
 
     # -- who holds it ------------------------------------------------------------
 
@@ -654,6 +675,22 @@ class FlockEngine:
                     path=self.description,
                 )
         return sorted(found.values(), key=lambda h: (h.waiting, h.pid))
+
+
+def _is_folder(fd: int) -> bool:
+    try:
+        return stat.S_ISDIR(_fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def _folder_closed(path: str) -> CacheError:
+    # Not ours to repair: code outside pkgcache closed the folder's
+    # descriptor (os.closerange), and its number may be reused.
+    return CacheError(
+        f"cannot open {path}: the descriptor of its folder was closed by code "
+        "outside pkgcache (do not close descriptors you did not open)"
+    )
 
 
 def _wait(fd: int, exclusive: bool, deadline: float | None) -> None:

@@ -74,6 +74,8 @@ generation = 0
 _guard = threading.RLock()
 _descriptors: set[int] = set()
 _maps: set[mmap.mmap] = set()
+#: Maps forgotten after user code closed their descriptors (see forget_map).
+_abandoned: list[mmap.mmap] = []
 # Descriptors and maps whose owners were garbage collected, with the
 # generation that opened them, closed at the next guarded step (a finalizer
 # may run inside a guarded step of its own thread, or in a forked child).
@@ -150,6 +152,18 @@ def forget_descriptor(fd: int) -> None:
     """
     with _guard:
         _descriptors.discard(fd)
+
+
+def forget_map(mapping: mmap.mmap) -> None:
+    """Forget a map whose descriptor user code may have closed and reused.
+
+    The map object is kept alive for good: unmapping it (or letting it be
+    collected) would close its descriptor number, which may now be a file
+    of the user's. A misuse costs one small leak, never the user's file.
+    """
+    with _guard:
+        _maps.discard(mapping)
+        _abandoned.append(mapping)
 
 
 def open_map(fd: int, *, writable: bool) -> mmap.mmap:
