@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tests.pg_support import unavailable as postgres_unavailable
+
 from benchmarks import bench_buildfarm, bench_realfarm, bench_store
 from benchmarks._common import SCALES, Scale, describe, machine, save
 from benchmarks.bench_locks import throughput, uncontended
@@ -57,6 +59,12 @@ BENCHMARKS: dict[str, Callable[[Scale, str], dict[str, Any]]] = {
     "store": store,
     "realfarm": realfarm,
 }
+if postgres_unavailable() is None:  # the server comes from pip: '.[bench]'
+    from benchmarks import bench_postgres
+
+    BENCHMARKS["postgres"] = bench_postgres.postgres
+    BENCHMARKS["postgres-failures"] = bench_postgres.failures
+
 # Run only when named (--only realfarm): its first run downloads sdists and
 # wheels from the package registry, and it takes minutes.
 BY_DEFAULT = [name for name in BENCHMARKS if name != "realfarm"]

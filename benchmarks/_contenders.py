@@ -19,7 +19,7 @@ import portalocker
 
 import pkgcache
 
-__all__ = ["KINDS", "BenchLock", "make_lock"]
+__all__ = ["KINDS", "POSTGRES_URLS", "BenchLock", "make_lock"]
 
 LONG = 3600.0  # "wait as long as it takes" for libraries that need a number
 
@@ -42,8 +42,11 @@ class PkgcacheLock:
         package: str | None,
         exclusive: bool,
         timeout: float | None = None,
+        locks: str | None = None,
     ) -> None:
-        self._cache = pkgcache.Cache(root)
+        self._cache = (
+            pkgcache.Cache(root) if locks is None else pkgcache.Cache(root, locks=locks)
+        )
         self._packages = () if package is None else (package,)
         self._exclusive = exclusive
         self._timeout = timeout
@@ -150,6 +153,14 @@ class FastenersLock:
         pass
 
 
+#: The lock server of the PostgreSQL contenders (``pkgcache pg-unix``,
+#: ``pkgcache pg-tcp``): set by :mod:`benchmarks.bench_postgres` in the
+#: environment, which spawned workers inherit.
+POSTGRES_URLS = {
+    "pkgcache pg-unix": "PKGCACHE_BENCH_POSTGRES_UNIX",
+    "pkgcache pg-tcp": "PKGCACHE_BENCH_POSTGRES_TCP",
+}
+
 #: Contender names, and whether each excludes the threads of one process.
 KINDS = {
     "pkgcache": True,
@@ -166,7 +177,8 @@ def make_lock(
 ) -> BenchLock:
     """The lock ``kind`` on ``package`` (a file per package) under ``folder``.
 
-    pkgcache contenders use ``<folder>/cache`` as their cache root; the
+    pkgcache contenders use ``<folder>/cache`` as their cache root (the
+    PostgreSQL ones ``<folder>/cache-pg-unix`` and ``cache-pg-tcp``); the
     others use ``<folder>/<kind>-<package>.lock``.
     """
     if kind == "pkgcache":
@@ -175,6 +187,11 @@ def make_lock(
         return PkgcacheLock(
             os.path.join(folder, "cache"), package, exclusive, timeout=60.0
         )
+    if kind in POSTGRES_URLS:
+        # A cache of its own: one process uses a cache with one engine.
+        root = os.path.join(folder, f"cache-{kind.rpartition(' ')[2]}")
+        url = os.environ[POSTGRES_URLS[kind]]
+        return PkgcacheLock(root, package, exclusive, locks=url)
     path = os.path.join(folder, f"{kind}-{package or 'root'}.lock")
     if kind == "flock":
         return FlockLock(path, exclusive)

@@ -33,14 +33,16 @@ def request(
     return cache.exclusive(*packages, timeout=timeout)
 
 
-def lock_server(root: str, conn: multiprocessing.connection.Connection) -> None:
+def lock_server(
+    root: str, conn: multiprocessing.connection.Connection, locks: str | None = None
+) -> None:
     """A process that takes and releases locks when told to, over a pipe.
 
     Commands: ("hold", mode, packages) -> "held"; ("release",) -> "released";
     ("try", mode, packages, timeout) -> True or the LockTimeout message;
-    ("exit",).
+    ("exit",). ``locks`` is the cache's ``locks=``.
     """
-    cache = pkgcache.Cache(root)
+    cache = pkgcache.Cache(root, locks=locks)
     stack = contextlib.ExitStack()
     while True:
         command = conn.recv()
@@ -85,10 +87,10 @@ def assert_nothing_held(cache: pkgcache.Cache, *packages: str) -> None:
 class LockServer:
     """Client side of :func:`lock_server`, running in a spawn process."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, locks: str | None = None) -> None:
         self.conn, child = SPAWN.Pipe()
         self.process = SPAWN.Process(
-            target=lock_server, args=(root, child), daemon=True
+            target=lock_server, args=(root, child, locks), daemon=True
         )
         self.process.start()
         child.close()
@@ -214,3 +216,15 @@ def overlapping_reader(
     while not stop.is_set():
         with cache.reading(package, timeout=WAIT):
             stopped.wait(hold)
+
+
+def identity_at_barrier(folder: str, barrier: Any, results: Any) -> None:
+    """Read or create the cache identity in ``folder``, all at once."""
+    from pkgcache._identity import cache_identity
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        barrier.wait(WAIT)
+        results.put(cache_identity(fd, folder))
+    finally:
+        os.close(fd)

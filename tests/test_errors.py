@@ -42,6 +42,15 @@ SAMPLES: dict[type[BaseException], Callable[[], BaseException]] = {
         "../etc", "not a valid project name"
     ),
     pkgcache.InvalidRequirement: lambda: pkgcache.InvalidRequirement("bad ==="),
+    pkgcache.InvalidLockServer: lambda: pkgcache.InvalidLockServer(
+        "unsupported lock server 'mysql://h/db': expected a postgresql:// URL"
+    ),
+    pkgcache.LockLost: lambda: pkgcache.LockLost(
+        "postgresql lock on package 'a' of cache 0a1b2c3d was lost"
+    ),
+    pkgcache.LockServerError: lambda: pkgcache.LockServerError(
+        "cannot connect to the lock server postgresql://u:***@db/locks: refused"
+    ),
     pkgcache.LockOrderError: lambda: pkgcache.LockOrderError("out of order"),
     pkgcache.LockTimeout: lambda: pkgcache.LockTimeout(
         root="/var/cache/builder",

@@ -1,4 +1,8 @@
-"""Every cell of the lock table, across threads and across processes."""
+"""Every cell of the lock table, across threads and across processes.
+
+Each test runs on both lock engines (the ``locks`` fixture): flock, and
+PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -69,9 +73,10 @@ def check_cell(cache, release, held, wanted):
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(("held", "wanted"), CELLS, ids=IDS)
-def test_table_across_threads(tmp_path, held, wanted):
-    cache = pkgcache.Cache(tmp_path / "cache")
-    other = pkgcache.Cache(tmp_path / "cache")  # a second object shares the locks
+def test_table_across_threads(tmp_path, locks, held, wanted):
+    cache = pkgcache.Cache(tmp_path / "cache", locks=locks)
+    # A second object shares the locks.
+    other = pkgcache.Cache(tmp_path / "cache", locks=locks)
     ctx = thread_holding(cache, *held)
     ctx.__enter__()
     released = []
@@ -88,18 +93,17 @@ def test_table_across_threads(tmp_path, held, wanted):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, locks):
     root = tmp_path_factory.mktemp("shared") / "cache"
-    server = LockServer(str(root))
-    yield server, root
+    server = LockServer(str(root), locks)
+    yield server, pkgcache.Cache(root, locks=locks)
     server.close()
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(("held", "wanted"), CELLS, ids=IDS)
 def test_table_across_processes(server, held, wanted):
-    lock_server, root = server
-    cache = pkgcache.Cache(root)
+    lock_server, cache = server
     lock_server.hold(held[0], *held[1])
     released = []
 
@@ -116,8 +120,7 @@ def test_table_across_processes(server, held, wanted):
 
 @pytest.mark.timeout(60)
 def test_finite_timeout_reports_blocking_cells(server):
-    lock_server, root = server
-    cache = pkgcache.Cache(root)
+    lock_server, cache = server
     lock_server.hold("r", "a")
     try:
         with pytest.raises(pkgcache.LockTimeout) as info:
@@ -153,8 +156,7 @@ REVERSE = [
     ids=[f"{name(h)}-vs-{name(w)}" for h, w in REVERSE],
 )
 def test_table_contender_in_another_process(server, held, wanted):
-    lock_server, root = server
-    cache = pkgcache.Cache(root)
+    lock_server, cache = server
     ctx = thread_holding(cache, *held)
     ctx.__enter__()
     released = []

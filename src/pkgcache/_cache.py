@@ -71,13 +71,19 @@ from typing_extensions import Self
 
 from . import _layout, _lockset, _maintenance, _process
 from ._engine import Expired
-from ._errors import CacheError, LockOrderError, LockTimeout, NotLockedError
+from ._errors import (
+    CacheError,
+    LockLost,
+    LockOrderError,
+    LockTimeout,
+    NotLockedError,
+)
 from ._holders import Holder
 from ._names import canonical_name
 from ._processlock import LockStatistics
 from ._ranking import parse_requirement
 from ._records import CacheInfo, CleanReport, Entry, PruneReport
-from ._space import LOCKS_DIR, LockSpace, Plan, lock_space
+from ._space import LOCKS_DIR, LockSpace, Plan, check_lock_server, lock_space
 from ._store import Store, choose_package
 from ._timeouts import DEFAULT_TIMEOUT, DefaultTimeout, _resolve_timeout
 from ._timeouts import _DefaultTimeout as _DefaultTimeout  # noqa: PLC0414 - 0.1 name
@@ -273,6 +279,9 @@ class LockRequest:
         state = self._state
         plan = self._plan
         try:
+            # A lock server can lose locks: say so after releasing them.
+            space: LockSpace = self.cache._space  # type: ignore[assignment]
+            lost = _lost(plan) if space.can_lose_locks else None
             # Release first: a waiter in another process is let in by the
             # first unlock, so the bookkeeping waits until after it.
             for index in range(len(plan) - 1, -1, -1):
@@ -294,6 +303,10 @@ class LockRequest:
             logger.debug(
                 "released %s in %s", _describe_plan(plan), self.cache._real_root
             )
+        if lost is not None:
+            # The block's work was done without its lock (an exception of
+            # the block itself stays this one's __context__).
+            raise lost
 
     def __del__(self) -> None:
         # Still holding, and unreachable: an interrupt landed as __exit__
@@ -606,10 +619,18 @@ class Cache:
             truncate entries published in the last seconds or so.
         adopt: take an existing folder that holds other files as the cache
             root all the same (it gets the cache files above).
+        locks: ``None`` (the default) for locks on lock files (flock), which
+            exclude the processes of one machine; or a lock server's URL,
+            ``"postgresql://user@host/database"``, to hold every lock of
+            the cache on PostgreSQL and share the cache folder between hosts
+            (see :doc:`postgres`; needs ``pkgcache[postgres]``). Every
+            process and host that uses the cache must pass the same server.
 
     Raises:
         NotACacheError: ``root`` is a uv cache or a folder of other files,
             and ``adopt`` is false.
+        InvalidLockServer: ``locks`` is not a ``postgresql://`` URL, or the
+            PostgreSQL driver is not installed.
 
     Attributes:
         timeout: the default timeout.
@@ -626,7 +647,9 @@ class Cache:
         timeout: float | None = None,
         durable: bool = True,
         adopt: bool = False,
+        locks: str | None = None,
     ) -> None:
+        self._server = None if locks is None else check_lock_server(locks)
         self._root = _layout.cache_root(root, adopt=adopt)
         self._real_root = os.path.realpath(self._root)
         self.timeout = _resolve_timeout(timeout, None)
@@ -643,6 +666,7 @@ class Cache:
         locks_path: str | os.PathLike[str],
         *,
         timeout: float | None = None,
+        locks: str | None = None,
     ) -> Cache:
         """A cache on a folder another tool owns, for integrations (private).
 
@@ -653,7 +677,7 @@ class Cache:
         Every process that works on ``root`` must pass the same
         ``locks_path``, or their package locks do not meet.
         """
-        cache = cls(root, timeout=timeout, adopt=True)
+        cache = cls(root, timeout=timeout, adopt=True, locks=locks)
         cache._locks_path = os.path.realpath(os.fspath(locks_path))
         cache._tag_root = False
         return cache
@@ -665,11 +689,19 @@ class Cache:
 
     def __repr__(self) -> str:
         durable = "" if self.durable else ", durable=False"
-        return f"Cache({str(self._root)!r}, timeout={self.timeout!r}{durable})"
+        locks = ""
+        if self._server is not None:
+            from ._postgres import redacted  # noqa: PLC0415 - imported already
+
+            locks = f", locks={redacted(self._server)!r}"
+        return f"Cache({str(self._root)!r}, timeout={self.timeout!r}{durable}{locks})"
 
     def _open_space(self) -> LockSpace:
         self._space = lock_space(
-            self._real_root, self._locks_path, tag_root=self._tag_root
+            self._real_root,
+            self._locks_path,
+            tag_root=self._tag_root,
+            server=self._server,
         )
         return self._space
 
@@ -886,7 +918,10 @@ class Cache:
         With package names, reports those packages' locks; without, the
         whole-cache lock and every package lock file in the cache. Holders in
         other processes are found on Linux (``/proc/locks``); elsewhere only
-        this process's threads are reported.
+        this process's threads are reported. On a lock server (``locks=``)
+        holders on every host are reported, with their host; there are no
+        lock files to list, so without names the packages reported are
+        those of the store and those this process has locked.
 
         Raises:
             InvalidPackageName: a name is not a valid project name (nothing
@@ -897,8 +932,11 @@ class Cache:
         if names:
             locks = [space.package_lock(name) for name in names]
         else:
+            known = set(space.known_packages())
+            if space.server is not None and self._tag_root:
+                known.update(self._store().package_names())
             locks = [space.root_lock]
-            locks.extend(space.package_lock(name) for name in space.known_packages())
+            locks.extend(space.package_lock(name) for name in sorted(known))
         return [holder for lock in locks for holder in lock.holders()]
 
     def statistics(self, package: str | None = None) -> LockStatistics:
@@ -947,6 +985,16 @@ class Cache:
         if package is None:
             return Path(self._real_root, ROOT_LOCK)
         return Path(self._locks_path, f"{_canonical(package)}.lock")
+
+
+def _lost(plan: Plan) -> LockLost | None:
+    """The error of the first lock of ``plan`` that was lost, if any."""
+    for lock, _ in plan:
+        try:
+            lock.engine.check()
+        except LockLost as exc:
+            return exc
+    return None
 
 
 def _describe_plan(plan: Plan) -> str:

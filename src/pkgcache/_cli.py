@@ -6,6 +6,11 @@ after the command, as with ``uv`` and ``pip``:
 ``--cache-dir DIR``
     The cache; else ``$PKGCACHE_DIR``, else the platform's user cache
     folder (see :func:`default_cache_dir`). ``~`` is expanded.
+``--locks URL``
+    Hold the cache's locks on a lock server (``postgresql://...``, see
+    :doc:`postgres`) instead of lock files; else ``$PKGCACHE_LOCKS``, else
+    lock files. Every host and process of the cache must name the same
+    server.
 ``--uv``
     Work on a uv cache, with the layout of :class:`pkgcache.uv.UvCache`
     (package locks beside it, never inside): ``--cache-dir``, else
@@ -88,6 +93,7 @@ EXIT_SIGNAL_BASE = 128
 
 ENV_CACHE_DIR = "PKGCACHE_DIR"
 ENV_TIMEOUT = "PKGCACHE_TIMEOUT"
+ENV_LOCKS = "PKGCACHE_LOCKS"
 ENV_UV_CACHE_DIR = "UV_CACHE_DIR"
 PROG = "pkgcache"
 
@@ -143,13 +149,23 @@ def _cache_dir(args: argparse.Namespace) -> Path:
     return _layout.expand(env) if env else default_cache_dir()
 
 
+def _locks(args: argparse.Namespace) -> str | None:
+    """The lock server: ``--locks``, else ``$PKGCACHE_LOCKS``, else none (flock)."""
+    return args.locks or os.environ.get(ENV_LOCKS) or None
+
+
+def _uv_cache(args: argparse.Namespace, root: Path) -> UvCache:
+    return UvCache(root, locks=_locks(args))
+
+
 def _cache(args: argparse.Namespace, root: Path) -> Cache:
     """The cache at ``root``: pkgcache's own, or a uv cache's locks (``--uv``).
 
     Raises :class:`~pkgcache.NotACacheError` for a folder that is not a
-    cache (the rule of :class:`Cache`, whose message says what to do).
+    cache (the rule of :class:`Cache`, whose message says what to do), and
+    :class:`~pkgcache.InvalidLockServer` for a bad ``--locks``.
     """
-    return UvCache(root).cache if args.uv else Cache(root)
+    return _uv_cache(args, root).cache if args.uv else Cache(root, locks=_locks(args))
 
 
 # -- sizes, durations, names -------------------------------------------------------
@@ -269,6 +285,13 @@ def _global_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
         default=default,
         help=f"the cache folder (default: ${ENV_CACHE_DIR}, else "
         f"{default_cache_dir()}; with --uv: ${ENV_UV_CACHE_DIR}, else uv's)",
+    )
+    parser.add_argument(
+        "--locks",
+        metavar="URL",
+        default=default,
+        help=f"hold the locks on this lock server (postgresql://...; default: "
+        f"${ENV_LOCKS}, else lock files)",
     )
     parser.add_argument(
         "--uv",
@@ -612,7 +635,7 @@ def _cmd_clean(args: argparse.Namespace, root: Path) -> int:
             print(f"nothing to clean: no cache at {root}")
         return EXIT_OK
     if args.uv:
-        uv_cache = UvCache(root)
+        uv_cache = _uv_cache(args, root)
         if packages:
             done = uv_cache.clean(*packages, timeout=args.timeout)
         else:
@@ -705,7 +728,7 @@ def _cmd_prune(args: argparse.Namespace, root: Path) -> int:
             print(f"nothing to prune: no cache at {root}")
         return EXIT_OK
     if args.uv:
-        done = UvCache(root).prune(timeout=args.timeout)
+        done = _uv_cache(args, root).prune(timeout=args.timeout)
         said = "; ".join(line for line in done.stderr.splitlines() if line.strip())
         if args.json:
             _print_json({"exists": True, "uv_output": done.stderr}, sys.stdout)
@@ -850,10 +873,13 @@ def _cmd_run(args: argparse.Namespace, root: Path) -> int:
     exclusive = set(args.exclusive)
     modes = {name: name in exclusive for name in {*args.read, *exclusive}}
     if args.uv:
-        uv_cache = UvCache(root)
+        uv_cache = _uv_cache(args, root)
         cache, env = uv_cache.cache, uv_cache.environ()
     else:
-        cache, env = Cache(root), {**os.environ, ENV_CACHE_DIR: str(root)}
+        cache = Cache(root, locks=_locks(args))
+        env = {**os.environ, ENV_CACHE_DIR: str(root)}
+        if _locks(args):  # nested pkgcache commands meet the same locks
+            env[ENV_LOCKS] = str(_locks(args))
     remaining = _deadline(args.timeout)
     with _SignalForwarder() as forwarder, ExitStack() as held:
         try:

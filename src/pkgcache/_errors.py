@@ -29,9 +29,12 @@ __all__ = [
     "EntryNotFound",
     "InvalidArtifact",
     "InvalidKey",
+    "InvalidLockServer",
     "InvalidPackageName",
     "InvalidRequirement",
+    "LockLost",
     "LockOrderError",
+    "LockServerError",
     "LockTimeout",
     "LockUpgradeError",
     "NotACacheError",
@@ -172,6 +175,36 @@ class NotACacheError(CacheError, ValueError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path} is not a pkgcache cache: {reason}")
+
+
+class InvalidLockServer(CacheError, ValueError):
+    """The ``locks=`` argument names no lock server pkgcache can use.
+
+    Not a ``postgresql://`` URL, a URL libpq cannot parse, or the PostgreSQL
+    driver is missing (install ``pkgcache[postgres]``). Raised before any
+    connection is made.
+    """
+
+
+class LockServerError(CacheError, ConnectionError):
+    """The lock server cannot be reached, or failed while serving a lock.
+
+    For example the PostgreSQL server is down, refuses the connection, or
+    stops answering. Raised by the call that needed the server; a call that
+    was waiting for a lock holds nothing when this is raised.
+    """
+
+
+class LockLost(LockServerError):
+    """A lock this process held on a lock server was lost.
+
+    The session that held it died: the server was stopped or restarted, an
+    administrator ended the session, or the network was cut for longer than
+    the detection bound. The server may already have granted the lock to
+    someone else, so the work done under it must not be published: the
+    store refuses to write, and the ``with`` block raises this error at its
+    end. An ERROR is logged the moment the loss is noticed.
+    """
 
 
 class LockUpgradeError(CacheError, RuntimeError):

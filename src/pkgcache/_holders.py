@@ -72,11 +72,14 @@ class Holder:
         command: the process's command line, when the platform tells it.
         threads: names of the threads of *this* process holding the lock
             (empty for other processes).
-        path: the lock file.
+        path: the lock file (for a lock on a lock server, the lock's
+            description).
         process_age: seconds since the process started, where the platform
             tells it (Linux), else ``None``. The lock cannot have been held
             longer; how long it has been held is not recorded (see
             :doc:`stuck`).
+        host: the host the process runs on, when the lock lives on a lock
+            server shared by several hosts; ``None`` for a local lock.
     """
 
     package: str | None
@@ -87,6 +90,7 @@ class Holder:
     threads: tuple[str, ...]
     path: str
     process_age: float | None = None
+    host: str | None = None
 
     def describe(self) -> str:
         """One line for messages, e.g. ``pid 4242 holds the shared lock on ...``.
@@ -100,7 +104,8 @@ class Holder:
         )
         role = "waits for" if self.waiting else "holds"
         lock = f"the {self.mode} lock" if self.mode else "the lock"
-        text = f"pid {self.pid} {role} {lock} on {what}"
+        where = f" on {self.host}" if self.host else ""
+        text = f"pid {self.pid}{where} {role} {lock} on {what}"
         details = []
         if self.threads:
             details.append(f"threads: {', '.join(self.threads)}")

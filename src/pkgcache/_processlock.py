@@ -356,6 +356,10 @@ class ProcessLock:
             threads=names,
             path=self.path,
         )
+        # On a lock server the engine's entry also names this host.
+        host = next((h.host for h in found if h.pid == pid and not h.waiting), None)
+        if host is not None:
+            mine = attrs.evolve(mine, host=host)
         rest = [h for h in found if h.pid != pid or h.waiting]
         return [mine, *rest]
 

@@ -13,6 +13,22 @@ operation of the process: a finalizer may run anywhere). A space made by an
 earlier fork generation belongs to the parent and is never used by a child.
 A space whose root was removed is dead: the call that finds out raises
 :class:`~pkgcache.CacheError`, later calls look the path up again.
+
+Lock services
+-------------
+The locks of a space live in one lock service (:mod:`pkgcache._engine`):
+flock on the cache's lock files (:mod:`pkgcache._flock`), or a PostgreSQL
+server (:mod:`pkgcache._postgres`, ``Cache(root, locks=URL)``). The root
+folder and the locks folder are always opened by the flock side: the store
+works in the root through its descriptor, and a lock server names the cache
+by the identity file in its locks folder (:mod:`pkgcache._identity`).
+
+One folder has one space per process, so all its :class:`~pkgcache.Cache`
+objects must agree on the service: a space on flock and another on a lock
+server would not exclude each other, not even within this process. A second
+``locks=`` for a folder whose space is alive is refused
+(:class:`~pkgcache.InvalidLockServer`); once no object on the folder is
+left, the next one may choose again.
 """
 
 from __future__ import annotations
@@ -25,11 +41,25 @@ import weakref
 from packaging.utils import NormalizedName
 
 from . import _oslock, _process
-from ._errors import CachePermissionError, UnsafePathError
+from ._engine import LockService
+from ._errors import (
+    CacheError,
+    CachePermissionError,
+    InvalidLockServer,
+    UnsafePathError,
+)
 from ._flock import FlockService
 from ._processlock import LockTable, ProcessLock
 
-__all__ = ["CACHEDIR_TAG", "LOCKS_DIR", "LockSpace", "Plan", "lock_space", "table"]
+__all__ = [
+    "CACHEDIR_TAG",
+    "LOCKS_DIR",
+    "LockSpace",
+    "Plan",
+    "check_lock_server",
+    "lock_space",
+    "table",
+]
 
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -73,22 +103,32 @@ class LockSpace:
             folder for a cache whose locks live outside the root.
         generation: the fork generation that made it.
         root_lock: the whole-cache lock.
+        folders: the flock service, which holds the root and locks folders
+            (and the locks, unless ``service`` is another one).
+        service: the lock service the locks live in.
+        server: the lock server's URL, ``None`` for flock.
+        can_lose_locks: ``service.can_lose_locks`` (read at every block's end).
     """
 
     def __init__(
         self,
         root: str,
         identity: tuple[int, int, str | None],
-        service: FlockService,
+        folders: FlockService,
+        service: LockService | None = None,
+        server: str | None = None,
     ) -> None:
         self.root = root
         self.identity = identity
-        self.service = service
+        self.folders = folders
+        self.service: LockService = folders if service is None else service
+        self.server = server
+        self.can_lose_locks = self.service.can_lose_locks
         #: The root folder: ``gone`` once it is known to have been removed.
-        self.root_folder = service.root
-        service.on_out_of_descriptors(lambda: table.shed(None))
+        self.root_folder = folders.root
+        folders.on_out_of_descriptors(lambda: table.shed(None))
         self.generation = _process.generation
-        self.root_lock = ProcessLock(table, service.engine(None), (0, ""), root)
+        self.root_lock = ProcessLock(table, self.service.engine(None), (0, ""), root)
         self._packages: dict[str, ProcessLock] = {}
         #: Plans of the common calls, by their names: ``reading(*names)``
         #: and ``exclusive(*names)`` (see :meth:`plan`).
@@ -100,7 +140,7 @@ class LockSpace:
     @property
     def root_dir(self) -> _FolderView:
         """The root folder (``.fd``: its descriptor), for the store."""
-        return _FolderView(self.service.root.fd)
+        return _FolderView(self.folders.root.fd)
 
     @property
     def alive(self) -> bool:
@@ -164,18 +204,24 @@ class LockSpace:
             return [self.root_lock, *self._packages.values()]
 
     def known_packages(self) -> list[NormalizedName]:
-        """Canonical names of every package lock file in the locks folder."""
+        """Canonical names of every package lock file in the locks folder.
+
+        And of every package lock this process has used: on a lock server
+        there are no lock files to list.
+        """
         from ._names import canonical_name  # noqa: PLC0415 - avoid a cost at import
 
-        names = []
-        for stem in self.service.package_names():
+        names: set[str] = set()
+        for stem in self.folders.package_names():
             try:
                 canonical = canonical_name(stem)
             except ValueError:
                 continue
             if canonical == stem:
-                names.append(canonical)
-        return sorted(names)
+                names.add(canonical)
+        with self._mutex:
+            names.update(self._packages)
+        return sorted(NormalizedName(name) for name in names)
 
     def close_idle(self) -> int:
         """Close the descriptors of every idle lock; return how many locks."""
@@ -189,16 +235,44 @@ class _FolderView:
         self.fd = fd
 
 
-def lock_space(root: str, locks_path: str, *, tag_root: bool) -> LockSpace:
+def check_lock_server(url: object) -> str:
+    """``url`` if it names a lock server pkgcache can use (no I/O).
+
+    Imports the PostgreSQL driver: only a cache with ``locks=`` pays for it.
+
+    Raises:
+        InvalidLockServer: not a ``postgresql://`` URL libpq parses, or the
+            driver is not installed.
+    """
+    if not isinstance(url, str):
+        raise InvalidLockServer(
+            f"locks= takes a postgresql:// URL (a str), not {type(url).__name__}"
+        )
+    try:
+        from ._postgres import connection_string  # noqa: PLC0415 - the driver
+    except ImportError as exc:
+        raise InvalidLockServer(
+            f"locks={url.partition('://')[0]}://... needs the PostgreSQL driver "
+            f"({exc}): pip install 'pkgcache[postgres]'"
+        ) from None
+    connection_string(url, "")
+    return url
+
+
+def lock_space(
+    root: str, locks_path: str, *, tag_root: bool, server: str | None = None
+) -> LockSpace:
     """The space of the cache at ``root`` (a real path), opened if needed.
 
     Creates the root and the locks folder if missing, and ``CACHEDIR.TAG``
     when ``tag_root``. ``locks_path`` is ``<root>/locks`` or, for a root
-    another tool owns, a folder outside it.
+    another tool owns, a folder outside it. ``server`` is a lock server URL
+    checked by :func:`check_lock_server`, ``None`` for flock.
 
     Raises:
         UnsafePathError: the root, or a parent of it, is not a folder.
         CachePermissionError: the root or its locks folder cannot be made.
+        InvalidLockServer: the space of this folder is open with other locks.
     """
     _process.drain_deferred()
     root_fd = _open_root(root)
@@ -222,16 +296,48 @@ def lock_space(root: str, locks_path: str, *, tag_root: bool) -> LockSpace:
             _owners[locks_path] = (*identity[:2], root)
         ref = _spaces.get(identity)
         space = None if ref is None else ref()
-        if space is not None and space.alive and not space.service.root.removed():
+        if space is not None and space.alive and not space.root_folder.removed():
             if root_fd is not None:
                 _process.close_descriptor(root_fd)
+            if space.server != server:
+                raise InvalidLockServer(
+                    f"the cache {root} is open in this process with its locks "
+                    f"{_where(space.server)}; a Cache object with locks "
+                    f"{_where(server)} cannot share it (the two would not "
+                    "exclude each other): give every Cache object on this "
+                    "folder the same locks="
+                )
             return space
-        service = FlockService(root, root_fd, locks_path)
+        folders = FlockService(root, root_fd, locks_path)
+        try:
+            service = None if server is None else _server_service(folders, server)
+        except BaseException:
+            folders.close()
+            raise
         if tag_root:
             _write_cachedir_tag(root, root_fd)
-        space = LockSpace(root, identity, service)
+        space = LockSpace(root, identity, folders, service, server)
         _spaces[identity] = weakref.ref(space)
         return space
+
+
+def _where(server: str | None) -> str:
+    if server is None:
+        return "on lock files (flock)"
+    from ._postgres import redacted  # noqa: PLC0415 - the driver
+
+    return f"on the lock server {redacted(server)}"
+
+
+def _server_service(folders: FlockService, server: str) -> LockService:
+    """The lock service on ``server`` for the cache whose folders are open."""
+    from ._identity import cache_identity  # noqa: PLC0415 - only with locks=
+    from ._postgres import PostgresLocks  # noqa: PLC0415 - the driver
+
+    fd = folders.locks.fd
+    if fd is None:
+        raise CacheError("a lock server needs folder descriptors (os.open dir_fd)")
+    return PostgresLocks(server, cache_identity(fd, folders.locks.path))
 
 
 def _open_root(root: str) -> int | None:

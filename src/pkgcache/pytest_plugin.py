@@ -26,6 +26,11 @@ The ``pkgcache_timeout`` ini option sets the default lock timeout of the
 caches the fixtures make (default: none, wait forever), so a test that
 deadlocks fails with a :class:`~pkgcache.LockTimeout` naming the holders.
 
+The ``pkgcache_locks`` ini option, or ``--pkgcache-locks URL`` on the
+command line (which wins), puts the locks of those caches on a lock server
+(``postgresql://...``, see :doc:`postgres`): the same tests then run against
+the PostgreSQL engine.
+
 Each test gets its own folders (under ``tmp_path``), so the fixtures work
 unchanged under pytest-xdist.
 """
@@ -45,15 +50,29 @@ from ._timeouts import DEFAULT_TIMEOUT, DefaultTimeout
 __all__ = ["CacheFactory", "pkgcache", "pkgcache_factory", "tmp_pkgcache"]
 
 _TIMEOUT_INI = "pkgcache_timeout"
+_LOCKS_INI = "pkgcache_locks"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """Register the ``pkgcache_timeout`` ini option."""
+    """Register the ``pkgcache_timeout`` and ``pkgcache_locks`` options."""
     parser.addini(
         _TIMEOUT_INI,
         "default lock timeout in seconds of the caches made by the pkgcache "
         "fixtures (default: wait forever)",
         default="",
+    )
+    parser.addini(
+        _LOCKS_INI,
+        "lock server URL (postgresql://...) of the caches made by the pkgcache "
+        "fixtures (default: lock files)",
+        default="",
+    )
+    parser.addoption(
+        "--pkgcache-locks",
+        metavar="URL",
+        default=None,
+        help="lock server URL of the caches made by the pkgcache fixtures "
+        "(overrides the pkgcache_locks ini option)",
     )
 
 
@@ -69,11 +88,16 @@ class CacheFactory:
     Args:
         base: the folder under which the caches are made.
         timeout: the default timeout of the caches made.
+        locks: the ``locks=`` of the caches made (a lock server's URL), or
+            ``None`` for lock files.
     """
 
-    def __init__(self, base: Path, timeout: float | None = None) -> None:
+    def __init__(
+        self, base: Path, timeout: float | None = None, locks: str | None = None
+    ) -> None:
         self.base = base
         self.timeout = timeout
+        self.locks = locks
         self.caches: list[Cache] = []
         self._count = 0
 
@@ -95,7 +119,7 @@ class CacheFactory:
         folder = canonical_name(name)
         if timeout is DEFAULT_TIMEOUT:
             timeout = self.timeout
-        cache = Cache(self.base / folder, timeout=timeout)
+        cache = Cache(self.base / folder, timeout=timeout, locks=self.locks)
         self.caches.append(cache)
         return cache
 
@@ -135,13 +159,20 @@ def _default_timeout(config: pytest.Config) -> float | None:
         ) from None
 
 
+def _locks(config: pytest.Config) -> str | None:
+    url = config.getoption("--pkgcache-locks") or str(config.getini(_LOCKS_INI))
+    return url.strip() or None
+
+
 @pytest.fixture
 def pkgcache_factory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[CacheFactory]:
     """Make as many caches as the test needs; fail if one is left locked."""
     factory = CacheFactory(
-        tmp_path / "pkgcache", timeout=_default_timeout(request.config)
+        tmp_path / "pkgcache",
+        timeout=_default_timeout(request.config),
+        locks=_locks(request.config),
     )
     yield factory
     held = factory.held_locks()

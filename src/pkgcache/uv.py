@@ -371,6 +371,12 @@ class UvCache:
         timeout: default seconds to wait for a pkgcache lock; ``None``
             waits forever. (uv's own waits are bounded by uv:
             ``UV_LOCK_TIMEOUT``, 300 s by default.)
+        locks: a lock server's URL (``postgresql://...``) for a uv cache
+            shared by several hosts, as :class:`~pkgcache.Cache` takes it;
+            the cache identity lives in ``locks_dir``. uv's own
+            ``<uv cache>/.lock`` is then not pkgcache's whole-cache lock:
+            uv commands run outside this object exclude each other on one
+            host only (see :doc:`postgres`).
 
     Raises:
         UvNotFoundError: uv is needed (``path`` or ``uv`` not given) and
@@ -378,6 +384,8 @@ class UvCache:
         UvCommandError: ``uv cache dir`` failed.
         UnsafePathError: ``locks_dir`` is inside the uv cache, or the uv
             cache is a file-system root (it has no sibling folder).
+        InvalidLockServer: ``locks`` is not a ``postgresql://`` URL, or the
+            PostgreSQL driver is not installed.
     """
 
     def __init__(
@@ -387,6 +395,7 @@ class UvCache:
         locks_dir: str | os.PathLike[str] | None = None,
         uv: str | os.PathLike[str] | None = None,
         timeout: float | None = None,
+        locks: str | None = None,
     ) -> None:
         self._uv = os.fspath(uv) if uv is not None else None
         if path is None:
@@ -398,17 +407,19 @@ class UvCache:
                 raise UnsafePathError(
                     self._path, "a file-system root has no sibling locks folder"
                 )
-            locks = self._path.with_name(self._path.name + LOCKS_SUFFIX)
+            folder = self._path.with_name(self._path.name + LOCKS_SUFFIX)
         else:
-            locks = Path(os.path.realpath(os.fspath(locks_dir)))
-        if _is_inside(locks, self._path):
+            folder = Path(os.path.realpath(os.fspath(locks_dir)))
+        if _is_inside(folder, self._path):
             raise UnsafePathError(
-                locks,
+                folder,
                 "package locks inside the uv cache would be deleted by "
                 "'uv cache prune' and 'uv cache clean' while held",
             )
-        self._locks_dir = locks
-        self._cache = Cache._attach(self._path, locks, timeout=timeout)
+        self._locks_dir = folder
+        self._cache = Cache._attach(
+            self._path, self._locks_dir, timeout=timeout, locks=locks
+        )
         self._dependencies = _dependencies_of(self._path)
 
     def __repr__(self) -> str:
