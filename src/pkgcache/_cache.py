@@ -245,8 +245,12 @@ class LockRequest:
             else:
                 # _lockset.take, written out: the common call.
                 wait = timeout != 0
-                for lock, exclusive in plan:
-                    lock.acquire(state, exclusive, deadline, wait)
+                state.entering += 1
+                try:
+                    for lock, exclusive in plan:
+                        lock.acquire(state, exclusive, deadline, wait)
+                finally:
+                    state.entering -= 1
                 held.append(plan)
             if debug:
                 _log_acquired(space, plan, start)

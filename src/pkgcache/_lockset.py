@@ -65,11 +65,15 @@ def take(plan: Plan, state: ThreadState, deadline: float | None, wait: bool) -> 
     Raises :class:`Busy` for the lock that could not be had; the caller
     gives back what was taken (:func:`give_back`).
     """
-    for lock, exclusive in plan:
-        try:
-            lock.acquire(state, exclusive, deadline, wait)
-        except Expired:
-            raise Busy(lock, exclusive, out_of_order=False) from None
+    state.entering += 1
+    try:
+        for lock, exclusive in plan:
+            try:
+                lock.acquire(state, exclusive, deadline, wait)
+            except Expired:
+                raise Busy(lock, exclusive, out_of_order=False) from None
+    finally:
+        state.entering -= 1
     state.held.append(plan)
 
 

@@ -92,12 +92,19 @@ class ThreadState:
             lag behind the locks' own records after an interrupt; the
             locks' records are the truth (see :mod:`pkgcache._lockset`).
         thread: the thread (for its name in messages).
+        entering: how many un-nested ``with`` blocks of this thread are
+            taking their locks right now (their plan is not in ``held``
+            yet). Normally 0 or 1; more when a signal handler or a
+            finalizer makes a call in the middle of one. An interrupt may
+            leave it too high, which only turns off the clean-up that needs
+            it (see ``ProcessLock.acquire``).
     """
 
-    __slots__ = ("__weakref__", "held", "thread")
+    __slots__ = ("__weakref__", "entering", "held", "thread")
 
     def __init__(self) -> None:
         self.held: list[Any] = []
+        self.entering = 0
         self.thread = threading.current_thread()
 
     @property

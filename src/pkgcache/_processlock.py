@@ -135,6 +135,11 @@ _HEAL_INTERVAL = 0.25
 _sched_yield: Callable[[], None] | None = getattr(os, "sched_yield", None)
 _allocate_lock = threading.Lock
 _monotonic = time.monotonic
+# How long a readers' turn lasts at most (see ProcessLock._others_wait): its
+# readers are woken at once and enter in microseconds; the bound only
+# matters if a reader in it stopped waiting without saying so (a second
+# interrupt inside the repair of a first), which would hold writers back.
+_TURN_LIMIT = _HEAL_INTERVAL
 
 
 @attrs.frozen
@@ -217,6 +222,7 @@ class ProcessLock:
         "_readers",
         "_ref",
         "_turn",
+        "_turn_ends",
         "_waiters",
         "_waiting_readers",
         "_waiting_writers",
@@ -258,6 +264,7 @@ class ProcessLock:
         self._waiting_readers: dict[ThreadState, None] = {}
         #: The readers' turn: readers that waited when a writer released.
         self._turn: dict[ThreadState, None] = {}
+        self._turn_ends = 0.0
         self._waiters: list[threading.Lock] = []
         self._ref = weakref.ref(self)
 
@@ -376,12 +383,12 @@ class ProcessLock:
         # Re-entry needs no mutex: only the thread itself adds or removes its
         # own hold, and while it holds, nobody releases the engine.
         if self._writer is state:
-            if state.held:
+            if state.held or state.entering != 1:
                 self._depth += 1
                 return
             self._drop_leftover(state)
         count = self._readers.get(state)
-        if count is not None and not state.held:
+        if count is not None and not state.held and state.entering == 1:
             self._drop_leftover(state)
             count = None
         if count is not None:
@@ -408,7 +415,7 @@ class ProcessLock:
                     mode == NONE
                     and self._mover is None
                     and not self._waiting_writers
-                    and not self._turn
+                    and not (exclusive and self._turn)
                 ):
                     self._mode = UNKNOWN  # until the engine has answered
                     if self.engine.try_acquire(exclusive):
@@ -431,9 +438,13 @@ class ProcessLock:
     def _drop_leftover(self, state: ThreadState) -> None:
         """Give back a hold of a thread that has no open block.
 
-        Such a hold is one a second interrupt left behind while the first
-        was being repaired (held and recorded, but no block will release
-        it): it is released here, and the lock is taken anew.
+        Called when the thread holds this lock while it has no open block
+        and its only block being entered is the calling one (``entering``
+        is 1: not a signal handler's or finalizer's call in the middle of
+        another block's entry, whose holds are real though not yet in
+        ``held``). Such a hold is one a second interrupt left behind while
+        the first was being repaired: it is released here, and the lock is
+        taken anew.
         """
         self.release_all(state)
 
@@ -492,7 +503,7 @@ class ProcessLock:
                 if (
                     self._mode == NONE
                     and self._mover is None
-                    and not self._others_wait(state)
+                    and not self._others_wait(state, exclusive)
                 ):
                     self._stop_waiting(state)
                     self._mover, self._mode = state, UNKNOWN
@@ -519,22 +530,28 @@ class ProcessLock:
             )
             recheck = True
 
-    def _others_wait(self, state: ThreadState) -> bool:
+    def _others_wait(self, state: ThreadState, exclusive: bool) -> bool:
         """Under the mutex: whether a thread waits here that comes before this one.
 
         Writers are served first come, first served; a reader comes after
         every waiting writer, except in the **readers' turn**: a writer that
         released while readers of this process waited hands the lock to
-        those readers first, so that a thread taking the lock exclusively
-        again and again (a cleaner in a loop) cannot starve them. A waiting
-        thread whose thread has ended (it cannot be waiting) is forgotten.
+        those readers first (and no writer goes before them), so that a
+        thread taking the lock exclusively again and again (a cleaner in a
+        loop) cannot starve them. A turn lasts until its readers are in, at
+        most ``_TURN_LIMIT`` seconds. A waiting thread whose thread has
+        ended (it cannot be waiting) is forgotten.
         """
         turn = self._turn
         if turn:
+            if _monotonic() > self._turn_ends:
+                turn.clear()
             for reader in [r for r in turn if not r.thread.is_alive()]:
                 del turn[reader]
-            if turn:
-                return state not in turn
+            if state in turn:
+                return False
+            if turn and exclusive:
+                return True
         waiting = self._waiting_writers
         while waiting:
             first = next(iter(waiting))
@@ -570,7 +587,11 @@ class ProcessLock:
                 self._readers[state] = 1
                 return True
             return False
-        if mode != NONE or self._mover is not None or self._others_wait(state):
+        if (
+            mode != NONE
+            or self._mover is not None
+            or self._others_wait(state, exclusive)
+        ):
             return False
         self._mode = UNKNOWN
         if not self.engine.try_acquire(exclusive):
@@ -658,6 +679,7 @@ class ProcessLock:
                     # The readers that waited for this writer go next.
                     if self._waiting_readers:
                         self._turn = dict(self._waiting_readers)
+                        self._turn_ends = _monotonic() + _TURN_LIMIT
                 else:
                     del self._readers[state]
                     if self._readers:
