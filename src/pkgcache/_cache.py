@@ -86,7 +86,6 @@ from ._records import CacheInfo, CleanReport, Entry, PruneReport
 from ._space import LOCKS_DIR, LockSpace, Plan, check_lock_server, lock_space
 from ._store import Store, choose_package
 from ._timeouts import DEFAULT_TIMEOUT, DefaultTimeout, _resolve_timeout
-from ._timeouts import _DefaultTimeout as _DefaultTimeout  # noqa: PLC0414 - 0.1 name
 from ._waits import logger
 
 __all__ = ["DEFAULT_TIMEOUT", "Cache", "CacheTransaction", "CacheView", "LockRequest"]
@@ -243,7 +242,7 @@ class LockRequest:
             if before is not None:
                 _lockset.take_nested(plan, state, before, deadline, timeout != 0)
             else:
-                # _lockset.take, written out: the common call.
+                # The common call: an un-nested block (see _lockset.take_nested).
                 wait = timeout != 0
                 state.entering += 1
                 try:

@@ -42,7 +42,6 @@ __all__ = [
     "forget",
     "give_back",
     "nested_plan",
-    "take",
     "take_nested",
 ]
 
@@ -57,24 +56,6 @@ class Busy(Exception):
         self.lock = lock
         self.exclusive = exclusive
         self.out_of_order = out_of_order
-
-
-def take(plan: Plan, state: ThreadState, deadline: float | None, wait: bool) -> None:
-    """Take every lock of ``plan`` for a thread that holds none (in order).
-
-    Raises :class:`Busy` for the lock that could not be had; the caller
-    gives back what was taken (:func:`give_back`).
-    """
-    state.entering += 1
-    try:
-        for lock, exclusive in plan:
-            try:
-                lock.acquire(state, exclusive, deadline, wait)
-            except Expired:
-                raise Busy(lock, exclusive, out_of_order=False) from None
-    finally:
-        state.entering -= 1
-    state.held.append(plan)
 
 
 def take_nested(

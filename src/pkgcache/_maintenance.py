@@ -24,13 +24,13 @@ from ._errors import LockOrderError, LockTimeout, LockUpgradeError, UnsafePathEr
 from ._names import canonical_names
 from ._records import CacheInfo, CleanReport, Entry, PruneReport
 from ._store import Seen, Store
-from ._timeouts import DEFAULT_TIMEOUT, _DefaultTimeout, _resolve_timeout
+from ._timeouts import DEFAULT_TIMEOUT, DefaultTimeout, _resolve_timeout
 
 __all__ = ["clean", "info", "prune"]
 
 logger = logging.getLogger("pkgcache")
 
-Timeout = float | _DefaultTimeout | None
+Timeout = float | DefaultTimeout | None
 
 
 class Hold(Protocol):

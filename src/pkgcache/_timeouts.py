@@ -30,9 +30,6 @@ class DefaultTimeout(enum.Enum):
 #: :class:`Cache` (``Cache(root, timeout=...)``, ``None`` unless set).
 DEFAULT_TIMEOUT: Final = DefaultTimeout.DEFAULT
 
-# The 0.1 name, still imported by modules written against it.
-_DefaultTimeout = DefaultTimeout
-
 
 def _resolve_timeout(
     timeout: float | DefaultTimeout | None, default: float | None
