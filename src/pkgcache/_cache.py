@@ -123,6 +123,35 @@ def _release_orphans() -> None:
         _release_orphan(*_orphans.pop())
 
 
+#: The class of an open block for each class of block, and back.
+_OPEN: dict[type, type] = {}
+_CLOSED: dict[type, type] = {}
+
+
+def _open_class(cls: type) -> type:
+    """The class a block of class ``cls`` has while it is open.
+
+    The same class with a finalizer (``__del__``) that releases the block's
+    locks if its exit never ran (an interrupt landed as ``__exit__`` began).
+    Only open blocks have it: a finalizer is Python code, run each time an
+    object is freed, and a ``KeyboardInterrupt`` that lands in one is
+    printed and lost. A closed block is freed without running any.
+    """
+    opened = _OPEN.get(cls)
+    if opened is None:
+        namespace = {
+            "__slots__": (),
+            "__del__": LockRequest._finalize,
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+            "__doc__": cls.__doc__,
+        }
+        opened = type(cls.__name__, (cls,), namespace)
+        _CLOSED[opened] = cls
+        _OPEN[cls] = opened
+    return opened
+
+
 def _release_orphan(plan: Plan, remaining: int, state: _process.ThreadState) -> None:
     """Release what a with-block never exited still holds.
 
@@ -254,6 +283,8 @@ class LockRequest:
             if debug:
                 _log_acquired(space, plan, start)
             self._remaining, self._open = len(plan), True
+            # Open: a finalizer now guards the locks (see _open_class).
+            self.__class__ = _OPEN.get(type(self)) or _open_class(type(self))
         except BaseException as exc:
             self._remaining = 0
             _lockset.give_back(self._plan, state, self._before)
@@ -302,6 +333,8 @@ class LockRequest:
                 held.pop()  # the usual order: the latest block ends first
             else:
                 _lockset.forget(plan, state)  # type: ignore[arg-type]
+            # Closed: no finalizer runs when the object is freed.
+            self.__class__ = _CLOSED[type(self)]
         if self._debug:
             logger.debug(
                 "released %s in %s", _describe_plan(plan), self.cache._real_root
@@ -311,8 +344,10 @@ class LockRequest:
             # the block itself stays this one's __context__).
             raise lost
 
-    def __del__(self) -> None:
-        # Still holding, and unreachable: an interrupt landed as __exit__
+    def _finalize(self) -> None:
+        # The finalizer of an open block (``__del__`` of its class while it
+        # is open, see _open_class). Still holding, and unreachable: an
+        # interrupt landed as __exit__
         # began, before any of its code ran (a function's entry is a point
         # where pending signal handlers run), and the with statement went on
         # without it. Release what is left now, or, if this thread is inside
