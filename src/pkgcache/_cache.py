@@ -237,6 +237,7 @@ class LockRequest:
         except AttributeError:
             state = _process.thread_state()
         cache = self.cache
+        # Cache._lock_space, written out: this is every call's path.
         space = cache._space
         if (
             space is None
