@@ -251,3 +251,30 @@ def save(data: dict[str, Any], name: str) -> Path:
     path.write_text(text, encoding="utf-8")
     (RESULTS / "latest.json").write_text(text, encoding="utf-8")
     return path
+
+
+def uncontended_blocks(cache: Any, package: str) -> dict[str, Callable[[], None]]:
+    """One uncontended ``with`` block of each call on ``cache``, by call name."""
+
+    def reading_pkg() -> None:
+        with cache.reading(package):
+            pass
+
+    def exclusive_pkg() -> None:
+        with cache.exclusive(package):
+            pass
+
+    def reading_all() -> None:
+        with cache.reading():
+            pass
+
+    def exclusive_all() -> None:
+        with cache.exclusive():
+            pass
+
+    return {
+        "reading(pkg)": reading_pkg,
+        "exclusive(pkg)": exclusive_pkg,
+        "reading()": reading_all,
+        "exclusive()": exclusive_all,
+    }

@@ -26,7 +26,7 @@ import filelock
 import portalocker
 
 import pkgcache
-from benchmarks._common import Scale, interleaved, table
+from benchmarks._common import Scale, interleaved, table, uncontended_blocks
 from benchmarks._workers import Task, run_plan
 
 HOLD = 0.001  # time held per iteration in the throughput benchmark
@@ -117,28 +117,7 @@ def uncontended(scale: Scale, folder: str) -> dict[str, Any]:
     base.mkdir()
     cache = pkgcache.Cache(base / "cache")
 
-    def reading_pkg() -> None:
-        with cache.reading(PACKAGE):
-            pass
-
-    def exclusive_pkg() -> None:
-        with cache.exclusive(PACKAGE):
-            pass
-
-    def reading_all() -> None:
-        with cache.reading():
-            pass
-
-    def exclusive_all() -> None:
-        with cache.exclusive():
-            pass
-
-    ours = {
-        "reading(pkg)": reading_pkg,
-        "exclusive(pkg)": exclusive_pkg,
-        "reading()": reading_all,
-        "exclusive()": exclusive_all,
-    }
+    ours = uncontended_blocks(cache, PACKAGE)
     contenders: dict[str, Callable[[], None]] = {}
     raw_fds: list[int] = []
     for n, (call, shared) in enumerate(CALLS.items()):

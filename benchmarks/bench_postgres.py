@@ -40,7 +40,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,15 @@ from tests.pg_support import EngineServer, Server
 
 import pkgcache
 from benchmarks import bench_waiting
-from benchmarks._common import WAIT, Scale, interleaved, percentile, spread, table
+from benchmarks._common import (
+    WAIT,
+    Scale,
+    interleaved,
+    percentile,
+    spread,
+    table,
+    uncontended_blocks,
+)
 from benchmarks._contenders import POSTGRES_URLS
 from benchmarks._workers import Task, run_plan
 from pkgcache._postgres import PostgresLocks
@@ -79,38 +87,11 @@ def _cache(kind: str, root: Path) -> pkgcache.Cache:
     return pkgcache.Cache(root, locks=os.environ[POSTGRES_URLS[kind]])
 
 
-def _blocks(cache: pkgcache.Cache) -> dict[str, Callable[[], None]]:
-    """One uncontended with-block of each call, on ``cache``."""
-
-    def reading_pkg() -> None:
-        with cache.reading(PACKAGE):
-            pass
-
-    def exclusive_pkg() -> None:
-        with cache.exclusive(PACKAGE):
-            pass
-
-    def reading_all() -> None:
-        with cache.reading():
-            pass
-
-    def exclusive_all() -> None:
-        with cache.exclusive():
-            pass
-
-    return {
-        "reading(pkg)": reading_pkg,
-        "exclusive(pkg)": exclusive_pkg,
-        "reading()": reading_all,
-        "exclusive()": exclusive_all,
-    }
-
-
 def _uncontended(scale: Scale, folder: str) -> tuple[dict[str, Any], list[Any]]:
     contenders = {}
     for kind in KINDS:
         cache = _cache(kind, Path(folder, f"uncontended-{kind.replace(' ', '-')}"))
-        for call, block in _blocks(cache).items():
+        for call, block in uncontended_blocks(cache, PACKAGE).items():
             contenders[f"{kind} {call}"] = block
     results = interleaved(contenders, scale.rounds, scale.round_seconds)
     rows = []
