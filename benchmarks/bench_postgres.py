@@ -192,15 +192,7 @@ def postgres(scale: Scale, folder: str) -> dict[str, Any]:
     )
     print(
         table(
-            [
-                "contender",
-                "requests",
-                "p50 ms",
-                "p99 ms",
-                "max ms",
-                "starved",
-                "reader holds/s",
-            ],
+            bench_waiting.WRITER_WAIT_COLUMNS,
             writer_rows,
         )
     )

@@ -33,6 +33,16 @@ from benchmarks._workers import SPAWN, Task, run_plan
 
 PACKAGE = "setuptools-scm"
 READER_HOLD = 0.005  # each reader's hold in the writer-wait benchmark
+# The columns of a writer-wait table (also PostgreSQL's, in bench_postgres).
+WRITER_WAIT_COLUMNS = [
+    "contender",
+    "requests",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "starved",
+    "reader holds/s",
+]
 WRITER_HOLD = 0.001
 WRITER_PAUSE = 0.02  # between the writer's requests: readers resume meanwhile
 FAIR_HOLD = 0.001
@@ -193,15 +203,7 @@ def writer_wait(scale: Scale, folder: str) -> dict[str, Any]:
     )
     print(
         table(
-            [
-                "contender",
-                "requests",
-                "p50 ms",
-                "p99 ms",
-                "max ms",
-                "starved",
-                "reader holds/s",
-            ],
+            WRITER_WAIT_COLUMNS,
             rows,
         )
     )
