@@ -48,7 +48,7 @@ import pytest
 
 import pkgcache
 from pkgcache import _cache, _waits
-from tests.helpers import WAIT, LockServer, assert_nothing_held
+from tests.helpers import WAIT, LockServer, assert_nothing_held, thread_holding
 from tests.reliability.support import kernel_modes_of
 
 pytestmark = [
@@ -276,26 +276,11 @@ def test_every_point_of_a_nested_block(scene: Scene) -> None:
 def test_every_point_of_joining_another_threads_shared_hold(scene: Scene) -> None:
     cache = scene.cache
 
-    @contextlib.contextmanager
-    def reader_thread() -> Iterator[None]:
-        held, release = threading.Event(), threading.Event()
-
-        def run() -> None:
-            with cache.reading("a"):
-                held.set()
-                release.wait(WAIT)
-
-        thread = threading.Thread(target=run, name="other-reader")
-        thread.start()
-        assert held.wait(WAIT)
-        try:
-            yield
-        finally:
-            release.set()
-            thread.join(WAIT)
-            assert not thread.is_alive()
-
-    _inject_everywhere(scene, lambda: cache.reading("a"), setup=reader_thread)
+    _inject_everywhere(
+        scene,
+        lambda: cache.reading("a"),
+        setup=lambda: thread_holding(cache, "r", ("a",)),
+    )
 
 
 def _released_once_waited(
